@@ -1,0 +1,272 @@
+"""Callbacks: ROC-AUC as a real metric, atomic checkpoints and backups, Ctrl-C handling.
+
+Built fresh for every fit by `make_callbacks`, in this order: RocAuc (first, so every later
+callback sees `val_roc_auc`), TensorBoard, best and last checkpoints, backup for resume,
+TerminateOnNaN, the history CSV, and optional early stopping. Keras' own ModelCheckpoint,
+BackupAndRestore and CSVLogger write in place, so a kill mid-save truncates the file; the
+versions here write a temporary file and rename it.
+"""
+
+import csv
+import io as stdio
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dlref import io
+from dlref.errors import DlrefError
+
+
+def roc_auc(y_true, scores):
+    """sklearn's ROC-AUC; one-vs-rest macro over the classes present for multiclass scores."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true = np.asarray(y_true).astype(int).ravel()
+    scores = np.asarray(scores)
+    if scores.ndim == 1 or scores.shape[1] == 1:
+        scores = scores.reshape(-1)
+        return float(roc_auc_score(y_true, scores)) if len(set(y_true)) == 2 else math.nan
+    per_class = [
+        roc_auc_score(y_true == k, scores[:, k])
+        for k in range(scores.shape[1])
+        if 0 < np.sum(y_true == k) < len(y_true)
+    ]
+    return float(np.mean(per_class)) if per_class else math.nan
+
+
+class RocAuc(keras.callbacks.Callback):
+    """Writes sklearn's ROC-AUC on the whole validation set into logs['val_roc_auc'] each epoch.
+
+    Args:
+        x_val, y_val: the validation split (labels as 0/1 or class indices).
+        batch_size: prediction batch size.
+    """
+
+    def __init__(self, x_val, y_val, batch_size=1024):
+        super().__init__()
+        self.x_val, self.y_val, self.batch_size = x_val, y_val, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        scores = self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0)
+        if logs is not None:
+            logs["val_roc_auc"] = roc_auc(self.y_val, scores)
+
+
+class AtomicCheckpoint(keras.callbacks.Callback):
+    """Saves the whole model every epoch, or only when `monitor` improves.
+
+    Args:
+        path: the `.keras` file.
+        monitor: None saves every epoch (the last checkpoint); a logs key saves the best.
+        mode: 'min' or 'max'.
+        initial_value_threshold: the best score of earlier runs of this training (resume),
+            which a new epoch must beat before it replaces the best checkpoint.
+    """
+
+    def __init__(self, path, monitor=None, mode="min", initial_value_threshold=None):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.path, self.monitor, self.mode = Path(path), monitor, mode
+        self.initial_value_threshold = initial_value_threshold
+
+    def on_train_begin(self, logs=None):
+        worst = math.inf if self.mode == "min" else -math.inf
+        initial = self.initial_value_threshold
+        self.best = worst if initial is None or math.isnan(initial) else initial
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor is None:
+            io.save_model(self.model, self.path)
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise DlrefError(
+                f"Metric {self.monitor!r} is not produced by this model. "
+                f"Available: {', '.join(sorted(logs or {}))}."
+            )
+        if self._improved(float(value)):
+            self.best, self.best_epoch = float(value), epoch
+            io.save_model(self.model, self.path)
+
+    def _improved(self, value):
+        if math.isnan(value):
+            return False
+        return value < self.best if self.mode == "min" else value > self.best
+
+
+class AtomicBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose weights and epoch counter change together, atomically.
+
+    Each epoch's weights (optimizer state included) go to a new file; the metadata that names it
+    is replaced after, so a kill at any point leaves a consistent (weights, epoch) pair. The
+    backup is kept when training stops; the training loop deletes it once a run completes.
+    """
+
+    def __init__(self, backup_dir):
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+
+    def _load_model(self):
+        metadata_path = Path(self.backup_dir) / "training_metadata.json"
+        if not metadata_path.is_file():
+            return
+        metadata = io.read_json(metadata_path)
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(Path(self.backup_dir) / metadata["weights"])
+        self.model._initial_epoch = metadata["epoch"]
+
+    def _save_model(self):
+        backup_dir = Path(self.backup_dir)
+        name = f"epoch-{self._current_epoch:05d}.weights.h5"
+        with io.atomic_path(backup_dir / name, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
+        io.write_json(backup_dir / "training_metadata.json",
+                      {"epoch": self._current_epoch, "weights": name})
+        for old in backup_dir.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink()
+
+
+class HistoryCsv(keras.callbacks.Callback):
+    """history.csv, one row per epoch, rewritten atomically each epoch.
+
+    On a resume, rows from the first resumed epoch on (written by an epoch whose backup never
+    landed) are dropped, so the file never repeats or skips an epoch.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_train_begin(self, logs=None):
+        self.rows = read_history(self.path)
+        self._first_epoch_seen = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._first_epoch_seen:
+            self.rows = [row for row in self.rows if int(row["epoch"]) < epoch]
+            self._first_epoch_seen = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}})
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+        buffer = stdio.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keys, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        io.write_text(self.path, buffer.getvalue())
+
+
+def read_history(path):
+    """history.csv as a list of dicts with float values ('epoch' as int)."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [
+            {k: (int(v) if k == "epoch" else _number(v)) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+class GracefulInterrupt(keras.callbacks.Callback):
+    """Ctrl-C or SIGTERM: finish the current epoch, then stop; a second Ctrl-C stops at once."""
+
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        super().__init__()
+        self.signals = signals
+        self.requested = None
+
+    def on_train_begin(self, logs=None):
+        self.requested = None
+        self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested}: finishing this epoch, then saving. "
+              "Press Ctrl-C again to stop now.", file=sys.stderr, flush=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.requested:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self._restore()
+
+    def _restore(self):
+        for signum, handler in getattr(self, "_previous", {}).items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, best_so_far=None,
+                   early_stopping_patience=0, histograms=True):
+    """The callbacks for one fit, in the order DESIGN.md section 6 gives.
+
+    Args:
+        run_dir: the run folder (logs/, checkpoints/ and history.csv go there).
+        monitor, mode: the metric that picks the best checkpoint.
+        validation: (x_val, y_val), for ROC-AUC.
+        roc_auc: add RocAuc (classifiers).
+        best_so_far: the monitor's best value before a resume.
+        early_stopping_patience: epochs without improvement before stopping; 0 = never.
+        histograms: weight histograms in TensorBoard every epoch.
+    """
+    run_dir = Path(run_dir)
+    callbacks = [RocAuc(*validation)] if roc_auc else []
+    callbacks += [
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=int(histograms),
+                                    write_graph=True, update_freq="epoch", profile_batch=0),
+        AtomicCheckpoint(run_dir / "checkpoints" / "best.keras", monitor, mode, best_so_far),
+        AtomicCheckpoint(run_dir / "checkpoints" / "last.keras"),
+        AtomicBackup(str(run_dir / "checkpoints" / "backup")),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
+        HistoryCsv(run_dir / "history.csv"),
+    ]
+    if early_stopping_patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=early_stopping_patience))
+    callbacks.append(GracefulInterrupt())
+    return callbacks
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch: the metrics, a star on a new best, and the epoch's seconds."""
+
+    def __init__(self, monitor, mode, epochs, best=None):
+        super().__init__()
+        self.monitor, self.mode, self.epochs, self.initial_best = monitor, mode, epochs, best
+
+    def on_train_begin(self, logs=None):
+        self.best = self.initial_best
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        better = value is not None and not math.isnan(value) and (
+            self.best is None or (value < self.best if self.mode == "min" else value > self.best))
+        if better:
+            self.best = value
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float))
+        width = len(str(self.epochs))
+        print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {shown}{'  *' if better else ''}"
+              f"  ({time.time() - self.started:.1f}s)", flush=True)

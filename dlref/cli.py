@@ -1,0 +1,254 @@
+"""The dlref command line. Every heavy import happens inside the command that needs it, so that
+`dlref --help`, `list`, `show` and `runs` answer without loading TensorFlow."""
+
+import functools
+import json
+import os
+import sys
+from typing import List, Optional
+
+# Before TensorFlow is first imported anywhere: hide its C++ log noise (cuInit on a machine
+# with no GPU, oneDNN notices). A user who sets the variable keeps their value.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import typer  # noqa: E402
+
+from dlref import registry, runs  # noqa: E402
+from dlref.errors import DlrefError  # noqa: E402
+
+app = typer.Typer(
+    help="Recipes from Deep Learning Quick Reference (Bernico) for your own data.\n\n"
+    "Examples:\n\n"
+    "  dlref list\n\n"
+    "  dlref train regression\n\n"
+    "  dlref train binary --data churn.csv --target churned\n\n"
+    "  dlref runs\n\n"
+    "  dlref tensorboard",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RunsDir = typer.Option(None, "--runs-dir", help="Root of run folders [env DLREF_RUNS_DIR; ./runs].")
+AsJson = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+def user_errors(command):
+    """Turns DlrefError into 'Error: ...' on stderr and exit code 2, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except DlrefError as error:
+            typer.echo(f"Error: {error}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command("list")
+@user_errors
+def list_recipes(as_json: bool = AsJson):
+    """List recipes (with their chapter) and presets."""
+    recipes = [{"name": name, **registry.info(name)} for name in registry.RECIPES]
+    presets = [{"name": name, "recipe": doc["recipe"], "summary": doc.get("summary", "")}
+               for name, doc in registry.presets().items()]
+    if as_json:
+        typer.echo(json.dumps({"recipes": recipes, "presets": presets}, indent=2))
+        return
+    typer.echo("Recipes:")
+    for item in recipes:
+        tunable = "" if item["tunable"] else "  (not tunable)"
+        typer.echo(f"  {item['name']:<24} ch {item['chapter']:>2}  {item['summary']}{tunable}")
+    typer.echo("\nPresets (dlref train PRESET):")
+    for item in presets:
+        typer.echo(f"  {item['name']:<24} {item['summary']}")
+
+
+@app.command()
+@user_errors
+def show(
+    name: str = typer.Argument(..., help="Recipe or preset."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML config file to apply."),
+    set_: List[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    as_json: bool = AsJson,
+):
+    """Print the resolved config of a recipe or preset, with what each key means.
+
+    Example: dlref show multiclass-dropout --set epochs=5
+    """
+    from dlref.training import resolve_config
+
+    recipe, preset, values = resolve_config(name, config, set_)
+    if as_json:
+        typer.echo(json.dumps({"recipe": recipe, "preset": preset, "config": values}, indent=2))
+        return
+    info = registry.info(recipe)
+    typer.echo(f"# {info['title']}\n# recipe {recipe}, chapter {info['chapter']}"
+               + (f", preset {preset}" if preset else "")
+               + f"; best checkpoint by {info['monitor']} ({info['mode']})")
+    comments = {key: comment for key, _, comment in registry.config_fields(recipe)}
+    for key, value in values.items():
+        shown = list(value) if isinstance(value, tuple) else value
+        typer.echo(f"{key} = {json.dumps(shown):<24} # {comments.get(key, '')}")
+
+
+@app.command()
+@user_errors
+def train(
+    name: Optional[str] = typer.Argument(None, help="Recipe or preset (see dlref list)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Your data: a CSV with a header."),
+    target: Optional[str] = typer.Option(None, "--target", help="Column to predict (--data)."),
+    positive_class: Optional[str] = typer.Option(
+        None, "--positive-class", help="binary: one-vs-rest on this target value."),
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="A named dataset, e.g. mnist (downloads once)."),
+    config: Optional[str] = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
+                                         "of an earlier run, or best.toml of a tuning run)."),
+    set_: List[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Shortcut for --set epochs=N."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set seed=N."),
+    run_name: Optional[str] = typer.Option(None, "--name", help="Suffix for the run folder."),
+    runs_dir: Optional[str] = RunsDir,
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run."),
+):
+    """Train a recipe into a new run folder (or --resume an interrupted one).
+
+    Examples:
+
+      dlref train regression
+
+      dlref train binary --data churn.csv --target churned --epochs 30
+
+      dlref train multiclass-dropout --set learning_rate=0.0005
+
+      dlref train --resume runs/binary/20261123-101500-a1b2
+    """
+    from dlref import training
+    from dlref.data import Source
+
+    if resume:
+        training.resume(resume, runs_dir=runs_dir, epochs=epochs)
+        return
+    if not name:
+        raise DlrefError("Name a recipe or preset (dlref list shows them), or pass --resume RUN.")
+    if data and dataset:
+        raise DlrefError("Give --data or --dataset, not both.")
+    data = os.path.abspath(data) if data else None  # A resume may start from another folder.
+    source = Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
+    run_dir = training.train(name, source=source, config_file=config, overrides=set_,
+                             epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
+                             argv=sys.argv)
+    if runs.read_manifest(run_dir)["status"] != "completed":
+        raise typer.Exit(130)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
+    data: Optional[str] = typer.Option(None, "--data", help="A labelled CSV to evaluate on "
+                                       "(default: the run's own test split)."),
+    runs_dir: Optional[str] = RunsDir,
+    as_json: bool = AsJson,
+):
+    """Reload a run's model and print its test metrics beside the baselines.
+
+    Example: dlref evaluate runs/binary/20261123-101500-a1b2 --data holdout.csv
+    """
+    from dlref import reports, training
+
+    run_dir, result = training.evaluate_run(run, runs_dir=runs_dir, data_path=data)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(f"{run_dir}  ({data or 'its test split'})\n")
+    typer.echo(reports.metrics_table(result["metrics"]))
+    if result.get("report"):
+        typer.echo("\n" + result["report"].rstrip())
+
+
+@app.command()
+@user_errors
+def predict(
+    run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
+    data: str = typer.Option(..., "--data", help="CSV of new rows (target column optional)."),
+    output: Optional[str] = typer.Option(None, "--output", help="Where to write predictions "
+                                         "[default: DATA with .predictions.csv]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    runs_dir: Optional[str] = RunsDir,
+):
+    """Write predictions (and class probabilities) for new rows to a CSV.
+
+    Example: dlref predict runs/binary/20261123-101500-a1b2 --data new.csv
+    """
+    from dlref import training
+
+    path, count = training.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite)
+    typer.echo(f"Wrote {count} predictions to {path}")
+
+
+@app.command("runs")
+@user_errors
+def list_runs(
+    recipe: Optional[str] = typer.Argument(None, help="Only this recipe's runs."),
+    runs_dir: Optional[str] = RunsDir,
+    as_json: bool = AsJson,
+):
+    """List runs: recipe, run, status, epochs, monitored metric, test metric, when."""
+    root = runs.runs_root(runs_dir)
+    found = runs.list_runs(root, recipe)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        typer.echo(f"No runs under {root}/. Start one: dlref train regression")
+        return
+    rows = [("recipe", "run", "status", "epochs", "monitored", "test", "when")]
+    rows += [_run_row(manifest) for manifest in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _run_row(manifest):
+    best, test = manifest.get("best") or {}, manifest.get("test") or {}
+    monitor = manifest.get("monitor", "")
+    monitored = f"{monitor} {best['value']:.4f}" if best.get("value") is not None else "-"
+    tested = f"{test['metric']} {test['value']:.4f}" if test.get("value") is not None else "-"
+    when = manifest.get("created", "")[:16].replace("T", " ")
+    return (manifest.get("recipe", "?"), manifest.get("run", "?"), manifest.get("status", "?"),
+            str(manifest.get("epochs_completed", "-")), monitored, tested, when)
+
+
+@app.command()
+@user_errors
+def tensorboard(
+    logdir: Optional[str] = typer.Argument(None, help="Folder of runs [the runs root]."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(6006, "--port"),
+):
+    """Start TensorBoard on the runs (bound to 127.0.0.1 unless --host says otherwise).
+
+    Example: dlref tensorboard runs/binary
+    """
+    import subprocess
+
+    logdir = logdir or str(runs.runs_root())
+    if not os.path.isdir(logdir):
+        raise DlrefError(f"No folder {logdir}: train something first (dlref train regression).")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"Warning: TensorBoard has no authentication; anyone who can reach "
+                   f"{host}:{port} can read these runs.", err=True)
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
+               "--host", host, "--port", str(port)]
+    typer.echo(f"TensorBoard on http://{host}:{port}/  (Ctrl-C to stop)")
+    try:
+        raise typer.Exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+if __name__ == "__main__":
+    app()

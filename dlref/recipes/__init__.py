@@ -1,0 +1,1 @@
+"""One module per chapter of the book; see registry.RECIPES and DESIGN.md section 2."""

@@ -1,0 +1,63 @@
+"""Pieces the tabular recipes share: the dense stack, optimizers, settings checks, and scoring
+of the model beside its trivial baseline."""
+
+import keras
+from keras import layers, regularizers
+
+from dlref.errors import DlrefError
+
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+    "adadelta": keras.optimizers.Adadelta,
+    "nadam": keras.optimizers.Nadam,
+}
+
+
+def check_dense_config(config):
+    """Rejects settings no network could train with, naming the key, value and valid range."""
+    if not config.hidden_units or any(int(u) < 1 for u in config.hidden_units):
+        raise DlrefError(f"hidden_units must be positive layer widths, got {config.hidden_units}.")
+    if not 0 <= config.dropout_rate < 1:
+        raise DlrefError(f"dropout_rate must be in [0, 1), got {config.dropout_rate}.")
+    if config.l2 < 0 or config.learning_rate <= 0:
+        raise DlrefError("l2 must be >= 0 and learning_rate > 0.")
+    if config.batch_size < 1 or config.epochs < 1:
+        raise DlrefError("batch_size and epochs must be at least 1.")
+    if config.optimizer not in OPTIMIZERS:
+        raise DlrefError(
+            f"Unknown optimizer {config.optimizer!r}. Known: {', '.join(OPTIMIZERS)}."
+        )
+
+
+def dense_stack(inputs, config):
+    """Dense layers of `config.hidden_units`, each followed by dropout when it is set."""
+    x = inputs
+    regularizer = regularizers.L2(config.l2) if config.l2 > 0 else None
+    for index, units in enumerate(config.hidden_units):
+        x = layers.Dense(
+            int(units),
+            activation=config.activation,
+            kernel_initializer=config.kernel_initializer,
+            bias_initializer=config.bias_initializer,
+            kernel_regularizer=regularizer,
+            name=f"hidden_{index + 1}",
+        )(x)
+        if config.dropout_rate > 0:
+            x = layers.Dropout(config.dropout_rate, name=f"dropout_{index + 1}")(x)
+    return x
+
+
+def make_optimizer(config):
+    return OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate)
+
+
+def compare(score, y_true, outputs_by_predictor, meta):
+    """{metric: {predictor: value}}: every predictor scored with the same function."""
+    table = {}
+    for predictor, outputs in outputs_by_predictor.items():
+        for metric, value in score(y_true, outputs, meta).items():
+            table.setdefault(metric, {})[predictor] = value
+    return table

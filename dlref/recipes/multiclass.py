@@ -1,0 +1,131 @@
+"""Multiclass classification with a deep network, dropout and L2 (chapter 5).
+
+The book's network for handwritten digits: three hidden relu layers (512-256-128) and a softmax
+output, trained on cross-entropy; its presets `multiclass-dropout` and `multiclass-l2` are the
+chapter's two ways to control variance, and `multiclass-first-look` is Chollet's first MNIST
+network (Dense(512) -> softmax, RMSprop, 5 epochs, batch 128). ROC-AUC (one-vs-rest, macro) is
+computed on the whole validation set every epoch and picks the best checkpoint.
+
+Built-in data: scikit-learn's 8x8 digits (1,797 images, 10 classes), offline. With network
+access, `--dataset mnist` trains on MNIST with its official test set.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import layers
+
+from dlref.data import tabular
+from dlref.recipes import common
+
+NAME = "multiclass"
+CHAPTER = 5
+SUMMARY = "Deep multiclass classifier with dropout / L2 presets (built-in: digits)"
+MONITOR = "val_roc_auc"
+MODE = "max"
+
+# --- Config ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    hidden_units: tuple = (512, 256, 128)  # the book's three hidden layers
+    activation: str = "relu"  # hidden layer activation
+    kernel_initializer: str = "glorot_uniform"  # hidden kernel initializer
+    bias_initializer: str = "zeros"  # hidden bias initializer
+    dropout_rate: float = 0.0  # dropout after each hidden layer; preset multiclass-dropout: 0.5
+    l2: float = 0.0  # L2 weight penalty on hidden kernels; preset multiclass-l2: 0.01
+    optimizer: str = "adam"  # adam, adamw, rmsprop, sgd, adadelta, nadam
+    learning_rate: float = 0.001  # the optimizer's step size
+    batch_size: int = 32  # the book's batch size
+    epochs: int = 50  # upper bound; early stopping on val_roc_auc usually ends sooner
+    early_stopping_patience: int = 10  # epochs without val_roc_auc improvement (0 = off)
+    val_fraction: float = 0.15  # share of rows for validation (checkpoint choice)
+    test_fraction: float = 0.15  # share of rows held out for the final test metrics
+    seed: int = 42  # seeds the split, the weights and the shuffling
+
+
+# --- Data ------------------------------------------------------------------------------------
+
+
+def load_data(config, source):
+    return tabular.load(source, "multiclass", "digits", config.seed,
+                        config.val_fraction, config.test_fraction)
+
+
+# --- Model -----------------------------------------------------------------------------------
+
+
+def build_model(config, data):
+    common.check_dense_config(config)
+    inputs = keras.Input(shape=(data.train[0].shape[1],), name="features")
+    x = common.dense_stack(inputs, config)
+    outputs = layers.Dense(len(data.meta["classes"]), activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, outputs, name="mlp_multiclass")
+    model.compile(optimizer=common.make_optimizer(config), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+# --- Search space ----------------------------------------------------------------------------
+
+
+def search_space(hp, config):
+    depth = hp.Int("depth", 1, 4, default=len(config.hidden_units))
+    width = hp.Choice("width", [64, 128, 256, 512, 1024], default=config.hidden_units[0])
+    return dataclasses.replace(
+        config,
+        hidden_units=tuple(max(32, width // 2**i) for i in range(depth)),
+        dropout_rate=hp.Float("dropout_rate", 0.0, 0.5, step=0.1, default=config.dropout_rate),
+        optimizer=hp.Choice("optimizer", ["adam", "rmsprop", "adadelta"], default=config.optimizer),
+        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
+                               default=config.learning_rate),
+        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], default=config.batch_size),
+    )
+
+
+# --- Evaluation ------------------------------------------------------------------------------
+
+
+def score(y_true, outputs, meta):
+    from sklearn import metrics
+
+    from dlref.callbacks import roc_auc
+
+    probabilities = np.asarray(outputs, dtype="float64")
+    predicted = probabilities.argmax(axis=1)
+    labels = list(range(len(meta["classes"])))
+    return {
+        "accuracy": float(np.mean(predicted == y_true)),
+        "f1_macro": float(metrics.f1_score(y_true, predicted, labels=labels, average="macro",
+                                           zero_division=0)),
+        "roc_auc": roc_auc(y_true, probabilities),
+        "log_loss": float(metrics.log_loss(y_true, np.clip(probabilities, 1e-7, 1), labels=labels)),
+    }
+
+
+def evaluate(model, data):
+    from sklearn import metrics
+
+    x_test, y_test = data.test
+    probabilities = model.predict(x_test, verbose=0)
+    prior = np.array(data.meta["trivial"]["prior"])
+    outputs = {"model": probabilities, "trivial": np.tile(prior, (len(y_test), 1))}
+    table = common.compare(score, y_test, outputs, data.meta)
+    table["roc_auc"]["trivial"] = 0.5  # A constant score ranks nothing.
+    report = metrics.classification_report(
+        y_test, probabilities.argmax(axis=1), labels=list(range(len(data.meta["classes"]))),
+        target_names=data.meta["classes"], zero_division=0)
+    return {"metrics": table, "report": report}
+
+
+def plots(model, data):
+    from dlref import reports
+
+    x_test, y_test = data.test
+    predicted = model.predict(x_test, verbose=0).argmax(axis=1)
+    return {"confusion_matrix": reports.confusion_matrix(y_test, predicted, data.meta["classes"])}
+
+
+predict = tabular.predict
