@@ -55,6 +55,9 @@ def resolve(name):
 
 def load(recipe):
     """Imports a recipe module (this is where Keras and TensorFlow get imported)."""
+    from dlref.backend import import_tensorflow
+
+    import_tensorflow()
     return importlib.import_module(RECIPES[recipe])
 
 

@@ -1,0 +1,29 @@
+"""Imports TensorFlow once, quietly.
+
+TensorFlow 2.21 writes oneDNN and CUDA notices to stderr while it loads, before its own log
+level applies (TF_CPP_MIN_LOG_LEVEL hides some, not all). Users should not see them on every
+command, so fd 2 points at /dev/null for the import alone; errors raised by the import still
+reach the user as Python exceptions, and everything after it prints as usual.
+"""
+
+import os
+import sys
+
+
+def import_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("DLREF_TF_VERBOSE"):
+        import tensorflow
+
+        return tensorflow
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
