@@ -255,6 +255,7 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.best = self.initial_best
+        self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.time()
@@ -266,7 +267,8 @@ class EpochLog(keras.callbacks.Callback):
             self.best is None or (value < self.best if self.mode == "min" else value > self.best))
         if better:
             self.best = value
+        self.seconds.append(round(time.time() - self.started, 4))
         shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float))
         width = len(str(self.epochs))
         print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {shown}{'  *' if better else ''}"
-              f"  ({time.time() - self.started:.1f}s)", flush=True)
+              f"  ({self.seconds[-1]:.1f}s)", flush=True)

@@ -88,10 +88,17 @@ def show(
     typer.echo(f"# {info['title']}\n# recipe {recipe}, chapter {info['chapter']}"
                + (f", preset {preset}" if preset else "")
                + f"; best checkpoint by {info['monitor']} ({info['mode']})")
-    comments = {key: comment for key, _, comment in registry.config_fields(recipe)}
-    for key, value in values.items():
-        shown = list(value) if isinstance(value, tuple) else value
-        typer.echo(f"{key} = {json.dumps(shown):<24} # {comments.get(key, '')}")
+    fields = {key: (default, comment) for key, default, comment in registry.config_fields(recipe)}
+    lines = [(f"{key} = {_toml_value(value)}", key, value) for key, value in values.items()]
+    width = max(len(line) for line, _, _ in lines)
+    for line, key, value in lines:
+        default, comment = fields[key]
+        changed = f"(default {_toml_value(default)}) " if value != default else ""
+        typer.echo(f"{line:<{width}}  # {changed}{comment}")
+
+
+def _toml_value(value):
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
 
 
 @app.command()

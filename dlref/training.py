@@ -142,32 +142,32 @@ def _run(module, config, data, run_dir):
 def _fit(module, config, data, run_dir):
     import keras
 
-    from dlref.callbacks import EpochLog, make_callbacks, read_history
+    from dlref.callbacks import EpochLog, GracefulInterrupt, make_callbacks, read_history
 
     keras.utils.set_random_seed(config.seed)
     model = module.build_model(config, data)
     history = read_history(run_dir / "history.csv")
-    monitored = [row[module.MONITOR] for row in history if module.MONITOR in row]
-    best = (min if module.MODE == "min" else max)(monitored) if monitored else None
+    timings = runs.read_manifest(run_dir).get("timings") or {}
+    best_row = _best_row(history, module.MONITOR, module.MODE)
+    best = best_row[module.MONITOR] if best_row else None
     callbacks = make_callbacks(
         run_dir, module.MONITOR, module.MODE, data.val, roc_auc=module.MONITOR == "val_roc_auc",
         best_so_far=best,
         early_stopping_patience=getattr(config, "early_stopping_patience", 0),
     )
-    callbacks.append(EpochLog(module.MONITOR, module.MODE, config.epochs, best))
-    fit_started = time.time()
+    epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs, best)
+    callbacks.append(epoch_log)
     model.fit(*data.train, validation_data=data.val, epochs=config.epochs,
               batch_size=config.batch_size, callbacks=callbacks, verbose=0)
+    seconds = timings.get("epoch_seconds", [])[:len(history)] + epoch_log.seconds
     history = read_history(run_dir / "history.csv")
-    interrupt = next(c for c in callbacks if hasattr(c, "requested"))
-    epochs_run = len(history) - len(monitored)
-    epoch_seconds = (time.time() - fit_started) / max(1, epochs_run)
+    interrupt = next(c for c in callbacks if isinstance(c, GracefulInterrupt))
     best_row = _best_row(history, module.MONITOR, module.MODE)
     runs.update_manifest(
         run_dir, epochs_completed=len(history), fit_done=not interrupt.requested,
         best={"epoch": best_row["epoch"] + 1, "value": best_row.get(module.MONITOR)} if best_row
         else None,
-        timings={"seconds_per_epoch": round(epoch_seconds, 4)},
+        timings={"epoch_seconds": seconds},
     )
     return model, interrupt.requested
 
@@ -213,7 +213,10 @@ def _finish(module, config, data, model, run_dir, started):
 
 
 def _stopped(run_dir, status, reason):
-    runs.update_manifest(run_dir, status=status, error=reason)
+    from dlref.callbacks import read_history
+
+    epochs = len(read_history(run_dir / "history.csv"))
+    runs.update_manifest(run_dir, status=status, error=reason, epochs_completed=epochs)
     if status == "interrupted":
         print(f"\nRun {status} ({reason}). Best and last checkpoints are in {run_dir}/checkpoints."
               f"\nResume with:  dlref train --resume {run_dir}", file=sys.stderr)

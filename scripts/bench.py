@@ -1,0 +1,168 @@
+"""dlref benchmarks: prints a Markdown table (copied into the README).
+
+    make bench                 # everything
+    python scripts/bench.py --quick   # smaller training data, for a smoke run
+
+Measures, in one run on this machine:
+- CLI start: `dlref --help` and `dlref list` against `python -c "import tensorflow"`.
+- Training overhead: seconds per epoch of `dlref train multiclass` (every callback on) on a
+  generated 60,000 x 784 MNIST-shaped table, against a bare Keras script that fits the same
+  model on the same arrays with the same batch size and validation data, as a ratio.
+- Throughput: samples/s and GFLOP/s, against a float32 matmul peak measured in the same run.
+- Tuning (when dlref.tuning provides `benchmark`): trials per minute and RSS across trials.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+EPOCHS = 4  # The first epoch traces the graph; the median of the others is reported.
+
+
+def timed(command, repeat=5):
+    """Median wall seconds of a command over `repeat` runs (after one warm-up run)."""
+    subprocess.run(command, capture_output=True, env=ENV, check=True)
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, env=ENV, check=True)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def cli_start():
+    dlref = str(BIN / "dlref")
+    return {
+        "dlref --help": timed([dlref, "--help"]),
+        "dlref list": timed([dlref, "list"]),
+        "python -c 'import tensorflow'": timed([sys.executable, "-c", "import tensorflow"]),
+    }
+
+
+def make_table(path, rows, seed=0):
+    """An MNIST-shaped table: 784 uint8 pixel columns and a 10-class label they determine."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(rows, 784), dtype=np.uint8)
+    projection = rng.normal(size=(784, 10))
+    labels = np.argmax((pixels / 255.0 - 0.5) @ projection + rng.normal(size=(rows, 10)), axis=1)
+    header = ",".join([f"pixel_{i}" for i in range(784)] + ["label"])
+    body = np.column_stack([pixels, labels])
+    with open(path, "w") as handle:
+        handle.write(header + "\n")
+        for start in range(0, rows, 5000):
+            chunk = body[start:start + 5000]
+            handle.write("\n".join(",".join(map(str, row)) for row in chunk.tolist()) + "\n")
+
+
+def dlref_epoch_seconds(csv_path, runs_dir):
+    subprocess.run(
+        [str(BIN / "dlref"), "train", "multiclass", "--data", str(csv_path), "--target", "label",
+         "--epochs", str(EPOCHS), "--set", "early_stopping_patience=0", "--runs-dir", str(runs_dir)],
+        check=True, env=ENV, capture_output=True,
+    )
+    manifest = json.loads(next(Path(runs_dir).glob("multiclass/*/run.json")).read_text())
+    return manifest["timings"]["epoch_seconds"], manifest["data"]["rows"]["train"]
+
+
+def bare_keras(csv_path):
+    """Runs in its own process: the same data, model and batch size, no callbacks at all."""
+    import keras
+
+    from dlref import registry
+    from dlref.data import Source
+
+    module = registry.load("multiclass")
+    config = module.Config(epochs=EPOCHS, early_stopping_patience=0)
+    keras.utils.set_random_seed(config.seed)
+    data = module.load_data(config, Source(data=str(csv_path), target="label"))
+    model = module.build_model(config, data)
+    seconds = []
+    for _ in range(EPOCHS):
+        start = time.perf_counter()
+        model.fit(*data.train, validation_data=data.val, epochs=1, batch_size=config.batch_size,
+                  verbose=0)
+        seconds.append(time.perf_counter() - start)
+    flops = sum(2 * w.shape[0] * w.shape[1] for w in model.weights if len(w.shape) == 2)
+    print(json.dumps({"seconds": seconds, "forward_flops_per_sample": flops}))
+
+
+def matmul_peak(size=2048, repeat=20):
+    """float32 GFLOP/s of a square matmul: the ceiling a dense network can approach."""
+    from dlref.backend import import_tensorflow
+
+    tf = import_tensorflow()
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    tf.matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        c = tf.matmul(a, b)
+    c.numpy()
+    return 2 * size**3 * repeat / (time.perf_counter() - start) / 1e9
+
+
+def training(rows):
+    with tempfile.TemporaryDirectory() as folder:
+        csv_path = Path(folder) / "mnist_shaped.csv"
+        make_table(csv_path, rows)
+        dlref_seconds, train_rows = dlref_epoch_seconds(csv_path, Path(folder) / "runs")
+        bare = json.loads(subprocess.run(
+            [sys.executable, __file__, "--bare", str(csv_path)], check=True, env=ENV,
+            capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    dlref_epoch = statistics.median(dlref_seconds[1:])
+    bare_epoch = statistics.median(bare["seconds"][1:])
+    samples_per_second = train_rows / dlref_epoch
+    # Training costs about three forward passes: forward, and two matmuls backward.
+    gflops = 3 * bare["forward_flops_per_sample"] * samples_per_second / 1e9
+    return {"rows": rows, "train_rows": train_rows, "dlref_epoch": dlref_epoch,
+            "bare_epoch": bare_epoch, "ratio": dlref_epoch / bare_epoch,
+            "samples_per_second": samples_per_second, "gflops": gflops}
+
+
+def tuning():
+    try:
+        from dlref.tuning import benchmark
+    except ImportError:
+        return None
+    return benchmark()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="6,000 rows instead of 60,000")
+    parser.add_argument("--bare", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        return bare_keras(args.bare)
+    start = cli_start()
+    train = training(6000 if args.quick else 60000)
+    peak = matmul_peak()
+    print(f"\n## dlref benchmark ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})\n")
+    print("| measure | value |\n|---|---|")
+    for command, seconds in start.items():
+        print(f"| start: `{command}` | {seconds:.2f} s |")
+    print(f"| train multiclass, {train['rows']:,} x 784 ({train['train_rows']:,} train rows), "
+          f"s/epoch, dlref, all callbacks | {train['dlref_epoch']:.2f} s |")
+    print(f"| same model, data and batch, bare Keras `fit` | {train['bare_epoch']:.2f} s |")
+    print(f"| overhead ratio dlref / bare (goal < 1.10) | {train['ratio']:.3f} |")
+    print(f"| throughput | {train['samples_per_second']:,.0f} samples/s |")
+    print(f"| achieved / matmul peak | {train['gflops']:.1f} / {peak:.1f} GFLOP/s "
+          f"({100 * train['gflops'] / peak:.0f} %) |")
+    tune = tuning()
+    for name, value in (tune or {}).items():
+        print(f"| tune: {name} | {value} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

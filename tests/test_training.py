@@ -1,0 +1,124 @@
+"""Every registered recipe and every preset trains one epoch into a complete run folder."""
+
+import tomllib
+
+import pytest
+
+import helpers
+from dlref import registry
+
+PRESETS = registry.presets()
+
+
+def _check_run_folder(run_dir, recipe):
+    """The layout of DESIGN.md section 4, each file with content that makes sense."""
+    manifest = helpers.read_json(run_dir / "run.json")
+    assert manifest["status"] == "completed", manifest.get("error")
+    assert manifest["recipe"] == recipe and manifest["kind"] == "train"
+    assert manifest["epochs_completed"] == 1
+    assert manifest["config"]["epochs"] == 1
+    assert manifest["data"]["fingerprint"] and manifest["versions"]["keras"]
+    assert manifest["test"]["metric"] in manifest["metrics"]
+
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    assert config["recipe"] == recipe and config["config"]["epochs"] == 1
+
+    for split in ("train", "validation"):
+        assert list((run_dir / "logs" / split).glob("events.out.tfevents.*")), split
+    for name in ("best.keras", "last.keras"):
+        assert (run_dir / "checkpoints" / name).stat().st_size > 0, name
+    assert not (run_dir / "checkpoints" / "backup").exists()  # Removed once a run completes.
+    assert (run_dir / "model.keras").stat().st_size > 0
+    meta = helpers.read_json(run_dir / "artifacts" / "meta.json")
+    assert helpers.history_epochs(run_dir) == [0]
+
+    metrics = helpers.read_json(run_dir / "metrics.json")
+    assert metrics["rows"] > 0 and metrics["metrics"]
+    tabular = "columns" in meta
+    for name, row in metrics["metrics"].items():
+        expected = {"model", "trivial"} | ({"classical"} if tabular else set())
+        assert expected <= set(row), (name, row)
+
+    plots = {p.stem for p in (run_dir / "plots").glob("*.png")}
+    expected_plots = {"learning_curves", helpers.RECIPE_PLOTS.get(recipe, "learning_curves")}
+    assert expected_plots <= plots, plots
+    for png in (run_dir / "plots").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return manifest
+
+
+@pytest.mark.parametrize("recipe", sorted(registry.RECIPES))
+def test_recipe_trains_on_its_builtin_data(recipe, runs_root):
+    # No --data: the offline built-in default (wine, breast cancer, digits) is what a new
+    # user's first command trains on.
+    result = helpers.invoke("train", recipe, "--epochs", 1)
+    helpers.assert_ok(result)
+    run_dir = helpers.only_run(runs_root, recipe)
+    manifest = _check_run_folder(run_dir, recipe)
+    assert manifest["data"]["source"].endswith("(built-in)")
+    assert "Test metrics" in result.output and str(run_dir) in result.output
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_preset_trains_on_tiny_data(preset, runs_root, tmp_path):
+    recipe = PRESETS[preset]["recipe"]
+    if recipe in helpers.TINY_DATA:
+        writer, target = helpers.TINY_DATA[recipe]
+        data = ["--data", writer(tmp_path / "tiny.csv"), "--target", target]
+    else:
+        data = []  # A recipe with no tiny table trains on its built-in default.
+    result = helpers.invoke("train", preset, *data, "--epochs", 1)
+    helpers.assert_ok(result)
+    manifest = _check_run_folder(helpers.only_run(runs_root, recipe), recipe)
+    assert manifest["preset"] == preset
+    for key, value in PRESETS[preset].get("config", {}).items():
+        if key != "epochs":
+            expected = list(value) if isinstance(value, (list, tuple)) else value
+            assert manifest["config"][key] == expected, key
+
+
+def test_seed_option_is_recorded(regression_csv, runs_root):
+    result = helpers.invoke("train", "regression", "--data", regression_csv, "--target", "y",
+                            "--epochs", 1, "--seed", 7)
+    helpers.assert_ok(result)
+    manifest = helpers.read_json(helpers.only_run(runs_root) / "run.json")
+    assert manifest["seed"] == 7 and manifest["config"]["seed"] == 7
+
+
+def test_semicolon_csv_with_categorical_feature_trains(tmp_path, runs_root):
+    data = helpers.binary_csv(tmp_path / "plans.csv", delimiter=";", categorical=True)
+    result = helpers.invoke("train", "binary", "--data", data, "--target", "churned",
+                            "--epochs", 1)
+    helpers.assert_ok(result)
+    meta = helpers.read_json(helpers.only_run(runs_root) / "artifacts" / "meta.json")
+    assert meta["features"] == ["x1", "x2", "x3", "plan=basic", "plan=pro"]
+    assert meta["positive_class"] == "yes" and meta["classes"] == ["no", "yes"]
+    assert "positive class: yes" in result.output
+
+
+def test_positive_class_turns_three_classes_into_binary(multiclass_csv, runs_root):
+    result = helpers.invoke("train", "binary", "--data", multiclass_csv, "--target", "species",
+                            "--positive-class", "virginica", "--epochs", 1)
+    helpers.assert_ok(result)
+    run_dir = helpers.only_run(runs_root, "binary")
+    meta = helpers.read_json(run_dir / "artifacts" / "meta.json")
+    assert meta["positive_class"] == "virginica"
+    assert meta["classes"] == ["not virginica", "virginica"]
+    assert helpers.read_json(run_dir / "run.json")["status"] == "completed"
+
+
+def test_config_toml_of_a_run_trains_again(trained, regression_csv, runs_root):
+    earlier = trained["regression"]["run"]
+    result = helpers.invoke("train", "regression", "--config", earlier / "config.toml",
+                            "--data", regression_csv, "--target", "y")
+    helpers.assert_ok(result)
+    again = helpers.read_json(helpers.only_run(runs_root) / "run.json")
+    assert again["config"] == helpers.read_json(earlier / "run.json")["config"]
+    assert again["epochs_completed"] == again["config"]["epochs"] == 2
+
+
+def test_fixture_runs_name_the_positive_class(trained):
+    # The binary fixture's labels are yes/no: 'yes' is the positive class, whatever its order.
+    assert "positive class: yes" in trained["binary"]["output"]
+    meta = helpers.read_json(trained["binary"]["run"] / "artifacts" / "meta.json")
+    assert meta["positive_class"] == "yes" and 0.0 <= meta["threshold"] <= 1.0
