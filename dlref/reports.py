@@ -50,22 +50,22 @@ def _fmt(value):
 # --- Plots -----------------------------------------------------------------------------------
 
 
-def _figure(width=5.0, height=4.0):
+def _figure(width=5.0, height=4.0, columns=1):
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    return pyplot.subplots(figsize=(width, height), dpi=100)
+    return pyplot.subplots(1, columns, figsize=(width, height), dpi=100)
 
 
 def learning_curves(history, monitor):
     """Loss (and the monitored metric, when it is another one) per epoch, train and validation."""
     names = ["loss"] + ([monitor.removeprefix("val_")] if monitor != "val_loss" else [])
-    figure, axes = _figure(5.0 * len(names), 4.0)
+    figure, axes = _figure(5.0 * len(names), 4.0, columns=len(names))
     axes = np.atleast_1d(axes)
     epochs = [row["epoch"] + 1 for row in history]
-    for axis, name in zip(axes, names):
+    for axis, name in zip(axes, names, strict=True):
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
             values = [row.get(key, math.nan) for row in history]
             if not all(isinstance(v, float) and math.isnan(v) for v in values):
@@ -123,8 +123,8 @@ def confusion_matrix(y_true, predicted, classes):
     return figure
 
 
-def save_figures(figures, run_dir, step=0):
-    """Writes each figure to plots/NAME.png and into TensorBoard under logs/plots."""
+def save_figures(figures, run_dir, texts=None, step=0):
+    """Writes each figure to plots/NAME.png and, with `texts`, into TensorBoard's logs/plots."""
     import tensorflow as tf
     from matplotlib import pyplot
 
@@ -137,4 +137,7 @@ def save_figures(figures, run_dir, step=0):
             png = (run_dir / "plots" / f"{name}.png").read_bytes()
             tf.summary.image(name, tf.expand_dims(tf.io.decode_png(png, channels=4), 0), step=step)
             pyplot.close(figure)
+        for name, text in (texts or {}).items():
+            # Four leading spaces: TensorBoard renders text as Markdown, this keeps columns.
+            tf.summary.text(name, "\n".join("    " + line for line in text.splitlines()), step=step)
     writer.close()

@@ -201,7 +201,9 @@ def _finish(module, config, data, model, run_dir, started):
     figures = {"learning_curves": reports.learning_curves(read_history(run_dir / "history.csv"),
                                                            module.MONITOR)}
     figures.update(module.plots(model, data) if hasattr(module, "plots") else {})
-    reports.save_figures(figures, run_dir)
+    texts = {"test_metrics": reports.metrics_table(result["metrics"]),
+             **({"report": result["report"]} if result.get("report") else {})}
+    reports.save_figures(figures, run_dir, texts)
     shutil.rmtree(run_dir / "checkpoints" / "backup", ignore_errors=True)
     headline = next(iter(result["metrics"]))
     runs.update_manifest(

@@ -67,8 +67,9 @@ def make_table(path, rows, seed=0):
 
 def dlref_epoch_seconds(csv_path, runs_dir):
     subprocess.run(
-        [str(BIN / "dlref"), "train", "multiclass", "--data", str(csv_path), "--target", "label",
-         "--epochs", str(EPOCHS), "--set", "early_stopping_patience=0", "--runs-dir", str(runs_dir)],
+        [str(BIN / "dlref"), "train", "multiclass", "--data", str(csv_path), "--target",
+         "label", "--epochs", str(EPOCHS), "--set", "early_stopping_patience=0",
+         "--runs-dir", str(runs_dir)],
         check=True, env=ENV, capture_output=True,
     )
     manifest = json.loads(next(Path(runs_dir).glob("multiclass/*/run.json")).read_text())

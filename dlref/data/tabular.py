@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlref.data import Dataset, Source, builtin
+from dlref.data import Dataset, builtin
 from dlref.errors import DlrefError, close_match
 
 MAX_CATEGORIES = 50  # More distinct strings than this is free text or an ID, not a category.
@@ -93,7 +93,8 @@ def encode_target(series, task, positive_class=None):
     if task == "binary":
         return _encode_binary(labels, classes, series.name, positive_class)
     if len(classes) < 2:
-        raise DlrefError(f"Target {series.name!r} has a single class ({classes[0]}): nothing to learn.")
+        raise DlrefError(
+            f"Target {series.name!r} has a single class ({classes[0]}): nothing to learn.")
     index = {name: i for i, name in enumerate(classes)}
     return np.array([index[v] for v in labels], dtype="int32"), {"classes": classes}
 
@@ -217,7 +218,7 @@ def transform(frame, columns):
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
             blocks.append(((numbers - column["mean"]) / column["std"])[:, None])
         else:
-            blocks.append((values.astype(str).to_numpy()[:, None] == np.array(column["categories"])))
+            blocks.append(values.astype(str).to_numpy()[:, None] == np.array(column["categories"]))
     return np.hstack(blocks).astype("float32")
 
 
@@ -289,7 +290,8 @@ def load_labelled(path, meta):
                 )
             y = labels.map({c: i for i, c in enumerate(known)}).to_numpy(dtype="int32")
     features = frame.drop(columns=[meta["target"]])
-    _check_finite(features[[c["name"] for c in meta["columns"] if c["name"] in features]], "features")
+    known = [c["name"] for c in meta["columns"] if c["name"] in features]
+    _check_finite(features[known], "features")
     x = transform(features, meta["columns"])
     empty = (x[:0], y[:0])
     return Dataset(train=empty, val=empty, test=(x, y), meta=meta, fingerprint=fingerprint(frame))

@@ -132,3 +132,4 @@ def plots(model, data):
 
 
 predict = tabular.predict
+load_labelled = tabular.load_labelled
