@@ -115,17 +115,21 @@ def list_runs(root, recipe=None):
         except (OSError, ValueError):
             continue
         manifest["path"] = str(path.parent)
-        if manifest.get("status") == "running" and not _alive(manifest):
+        if manifest.get("status") == "running" and not is_alive(manifest):
             manifest["status"] = "killed"
         manifests.append(manifest)
     return sorted(manifests, key=lambda m: m.get("created", ""))
 
 
-def _alive(manifest):
+def is_alive(manifest):
+    """Whether the process that wrote a 'running' manifest still runs (assumed so elsewhere)."""
     if manifest.get("host") != socket.gethostname():
         return True  # Another machine's process: we cannot tell, so trust the manifest.
     try:
-        os.kill(int(manifest.get("pid", 0)), 0)
+        pid = int(manifest.get("pid", 0))
+        if pid <= 0 or pid == os.getpid():
+            return False  # No pid recorded, or our own process: not another live run.
+        os.kill(pid, 0)
     except (ProcessLookupError, ValueError):
         return False
     except PermissionError:

@@ -82,6 +82,8 @@ def resume(ref, *, runs_dir=None, epochs=None):
         raise DlrefError(f"{run_dir} is a {manifest.get('kind')} run, not a training run.")
     if manifest["status"] == "completed":
         raise DlrefError(f"{run_dir} has already completed; nothing to resume.")
+    if manifest["status"] == "running" and runs.is_alive(manifest):
+        raise DlrefError(f"{run_dir} is still running (process {manifest.get('pid')}).")
     module = registry.load(manifest["recipe"])
     defaults = configlib.field_defaults(module.Config)
     changes = {"epochs": epochs} if epochs is not None else {}
