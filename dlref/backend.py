@@ -27,3 +27,18 @@ def import_tensorflow():
         os.close(saved)
         os.close(devnull)
     return tensorflow
+
+
+STRATEGIES = ("default", "mirrored")
+
+
+def distribution_strategy(name):
+    """The tf.distribute strategy whose scope the model is built in (--strategy).
+
+    `mirrored` replicates the model on every local GPU (or the CPU when there is none) and
+    splits each batch between them; `default` is TensorFlow's single-device strategy.
+    """
+    tensorflow = import_tensorflow()
+    if name == "mirrored":
+        return tensorflow.distribute.MirroredStrategy()
+    return tensorflow.distribute.get_strategy()

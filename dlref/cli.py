@@ -119,6 +119,8 @@ def train(
     run_name: Optional[str] = typer.Option(None, "--name", help="Suffix for the run folder."),
     runs_dir: Optional[str] = RunsDir,
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run."),
+    strategy: str = typer.Option("default", "--strategy",
+                                 help="default, or mirrored (every local GPU, batch split)."),
 ):
     """Train a recipe into a new run folder (or --resume an interrupted one).
 
@@ -146,7 +148,7 @@ def train(
     source = Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
     run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                              epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
-                             argv=sys.argv)
+                             strategy=strategy, argv=sys.argv)
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
 

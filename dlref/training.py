@@ -56,11 +56,15 @@ def versions():
 
 
 def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None, seed=None,
-          run_name=None, runs_dir=None, argv=()):
+          run_name=None, runs_dir=None, strategy="default", argv=()):
     """Trains recipe or preset NAME into a new run folder; returns the run folder."""
+    from dlref.backend import STRATEGIES
+
     recipe, preset, values = resolve_config(name, config_file, overrides, epochs, seed)
     if run_name is not None:
         runs.validate_name(run_name)
+    if strategy not in STRATEGIES:
+        raise DlrefError(f"Unknown --strategy {strategy!r}. Known: {', '.join(STRATEGIES)}.")
     module = registry.load(recipe)
     config = module.Config(**values)
     data = _load(module, config, source)  # Bad data fails here, before a run folder exists.
@@ -69,6 +73,7 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
         run_dir, "train", recipe, argv, preset=preset, config=values,
         source=dataclasses.asdict(source), seed=config.seed, versions=versions(),
         data=_describe(data), monitor=module.MONITOR, mode=module.MODE, epochs_completed=0,
+        strategy=strategy,
     )
     io.write_text(run_dir / "config.toml", configlib.to_toml(recipe, values))
     return _run(module, config, data, run_dir)
@@ -144,10 +149,13 @@ def _run(module, config, data, run_dir):
 def _fit(module, config, data, run_dir):
     import keras
 
+    from dlref.backend import distribution_strategy
     from dlref.callbacks import EpochLog, GracefulInterrupt, make_callbacks, read_history
 
     keras.utils.set_random_seed(config.seed)
-    model = module.build_model(config, data)
+    strategy = runs.read_manifest(run_dir).get("strategy", "default")
+    with distribution_strategy(strategy).scope():
+        model = module.build_model(config, data)
     history = read_history(run_dir / "history.csv")
     timings = runs.read_manifest(run_dir).get("timings") or {}
     best_row = _best_row(history, module.MONITOR, module.MODE)
