@@ -1,8 +1,8 @@
 """Callbacks: ROC-AUC as a real metric, atomic checkpoints and backups, Ctrl-C handling.
 
 Built fresh for every fit by `make_callbacks`, in this order: RocAuc (first, so every later
-callback sees `val_roc_auc`), TensorBoard, best and last checkpoints, backup for resume,
-TerminateOnNaN, the history CSV, and optional early stopping. Keras' own ModelCheckpoint,
+callback sees `val_roc_auc`), TensorBoard, best and last checkpoints, the history CSV, backup
+for resume, TerminateOnNaN, and optional early stopping. Keras' own ModelCheckpoint,
 BackupAndRestore and CSVLogger write in place, so a kill mid-save truncates the file; the
 versions here write a temporary file and rename it.
 """
@@ -235,9 +235,11 @@ def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, best_so_fa
                                     write_graph=True, update_freq="epoch", profile_batch=0),
         AtomicCheckpoint(run_dir / "checkpoints" / "best.keras", monitor, mode, best_so_far),
         AtomicCheckpoint(run_dir / "checkpoints" / "last.keras"),
+        # The history row before the backup: a kill between the two leaves a row the backup
+        # does not cover, which HistoryCsv drops on resume, never a backup without its row.
+        HistoryCsv(run_dir / "history.csv"),
         AtomicBackup(str(run_dir / "checkpoints" / "backup")),
         keras.callbacks.TerminateOnNaN(raise_error=True),
-        HistoryCsv(run_dir / "history.csv"),
     ]
     if early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(

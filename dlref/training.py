@@ -67,6 +67,8 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
         raise DlrefError(f"Unknown --strategy {strategy!r}. Known: {', '.join(STRATEGIES)}.")
     module = registry.load(recipe)
     config = module.Config(**values)
+    if hasattr(module, "check_config"):
+        module.check_config(config)  # Bad settings fail here, before a run folder exists.
     data = _load(module, config, source)  # Bad data fails here, before a run folder exists.
     run_dir = runs.create_run(runs.runs_root(runs_dir), recipe, run_name)
     runs.new_manifest(

@@ -1,7 +1,6 @@
 """Fixtures: every test seeded and writing under tmp_path; tiny CSVs; runs trained once."""
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -80,6 +79,6 @@ def trained(tmp_path_factory):
         result = helpers.invoke("train", recipe, "--data", path, "--target", target,
                                 "--epochs", 2, "--runs-dir", root, "--name", f"fixture-{recipe}")
         helpers.assert_ok(result)
-        found[recipe] = {"run": helpers.only_run(root, recipe), "data": path, "target": target, "root": root,
-                         "output": result.output}
+        found[recipe] = {"run": helpers.only_run(root, recipe), "data": path, "target": target,
+                         "root": root, "output": result.output}
     return found

@@ -36,12 +36,16 @@ def write_csv(path, header, rows, delimiter=","):
     return path
 
 
-def regression_rows(rows=48, seed=0, categorical=False, noise=0.1):
-    """Features x1..x3 (+ a 'color' category) and a continuous target 'y'."""
+def regression_rows(rows=48, seed=0, categorical=False, noise=0.1, signal=1.0):
+    """Features x1..x3 (+ a 'color' category) and a continuous target 'y'.
+
+    signal=0 makes 'y' pure noise: a network can only overfit it, so its validation loss is
+    best in the first epochs and worse after.
+    """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, 3)).round(4)
     colors = np.array(["red", "green", "blue"])[np.arange(rows) % 3]
-    y = 3 * x[:, 0] - 2 * x[:, 1] + 0.5 * x[:, 2] + rng.normal(scale=noise, size=rows)
+    y = signal * (3 * x[:, 0] - 2 * x[:, 1] + 0.5 * x[:, 2]) + rng.normal(scale=noise, size=rows)
     if categorical:
         y = y + np.where(colors == "red", 2.0, 0.0)
     header = ["x1", "x2", "x3"] + (["color"] if categorical else []) + ["y"]
@@ -144,6 +148,21 @@ def read_json(path):
 def history_epochs(run_dir):
     with open(Path(run_dir) / "history.csv", newline="", encoding="utf-8") as handle:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def scalar_events(folder):
+    """{tag: [(step, value)]} of the scalar summaries in a TensorBoard log folder."""
+    import tensorflow as tf
+
+    found = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "scalars":
+                    continue  # The model graph's config, histograms, images.
+                number = float(tf.make_ndarray(value.tensor))
+                found.setdefault(value.tag, []).append((event.step, number))
+    return found
 
 
 def python(code_or_args, env=None, timeout=120, cwd=None):

@@ -150,8 +150,6 @@ def test_invalid_hyperparameter_is_a_clear_error(regression_csv):
     helpers.assert_user_error(result, "dropout_rate", "1.5")
 
 
-@pytest.mark.xfail(strict=True, reason="training.train builds the model (which checks the "
-                   "config) after creating the run folder; see the test report")
 def test_invalid_hyperparameter_creates_no_run(regression_csv, runs_root):
     helpers.invoke("train", "regression", "--data", regression_csv, "--target", "y",
                    "--epochs", 1, "--set", "dropout_rate=1.5")

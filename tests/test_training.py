@@ -5,6 +5,7 @@ import tomllib
 import pytest
 
 import helpers
+from dlref import callbacks as cb
 from dlref import registry
 
 PRESETS = registry.presets()
@@ -31,6 +32,10 @@ def _check_run_folder(run_dir, recipe):
     assert (run_dir / "model.keras").stat().st_size > 0
     meta = helpers.read_json(run_dir / "artifacts" / "meta.json")
     assert helpers.history_epochs(run_dir) == [0]
+    monitor = manifest["monitor"]
+    assert monitor in cb.read_history(run_dir / "history.csv")[0]
+    validation = helpers.scalar_events(run_dir / "logs" / "validation")
+    assert [step for step, _ in validation["epoch_" + monitor.removeprefix("val_")]] == [0]
 
     metrics = helpers.read_json(run_dir / "metrics.json")
     assert metrics["rows"] > 0 and metrics["metrics"]

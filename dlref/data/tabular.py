@@ -216,6 +216,13 @@ def transform(frame, columns):
         values = frame[column["name"]]
         if column["kind"] == "numeric":
             numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
+            # Text in a column trained as numbers would silently become NaN predictions.
+            text = np.isnan(numbers) & values.notna().to_numpy()
+            if text.any():
+                raise DlrefError(
+                    f"Feature column {column['name']!r} was numeric in training but has values "
+                    f"like {values[text].iloc[0]!r} in {_rows(text)}. Fix those cells first."
+                )
             blocks.append(((numbers - column["mean"]) / column["std"])[:, None])
         else:
             blocks.append(values.astype(str).to_numpy()[:, None] == np.array(column["categories"]))

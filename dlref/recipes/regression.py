@@ -125,3 +125,4 @@ def plots(model, data):
 
 predict = tabular.predict
 load_labelled = tabular.load_labelled
+check_config = common.check_dense_config
