@@ -5,7 +5,6 @@ import functools
 import json
 import os
 import sys
-from typing import List, Optional
 
 # Before TensorFlow is first imported anywhere: hide its C++ log noise (cuInit on a machine
 # with no GPU, oneDNN notices). A user who sets the variable keeps their value.
@@ -70,8 +69,8 @@ def list_recipes(as_json: bool = AsJson):
 @user_errors
 def show(
     name: str = typer.Argument(..., help="Recipe or preset."),
-    config: Optional[str] = typer.Option(None, "--config", help="TOML config file to apply."),
-    set_: List[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    config: str | None = typer.Option(None, "--config", help="TOML config file to apply."),
+    set_: list[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
     as_json: bool = AsJson,
 ):
     """Print the resolved config of a recipe or preset, with what each key means.
@@ -104,21 +103,21 @@ def _toml_value(value):
 @app.command()
 @user_errors
 def train(
-    name: Optional[str] = typer.Argument(None, help="Recipe or preset (see dlref list)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Your data: a CSV with a header."),
-    target: Optional[str] = typer.Option(None, "--target", help="Column to predict (--data)."),
-    positive_class: Optional[str] = typer.Option(
+    name: str | None = typer.Argument(None, help="Recipe or preset (see dlref list)."),
+    data: str | None = typer.Option(None, "--data", help="Your data: a CSV with a header."),
+    target: str | None = typer.Option(None, "--target", help="Column to predict (--data)."),
+    positive_class: str | None = typer.Option(
         None, "--positive-class", help="binary: one-vs-rest on this target value."),
-    dataset: Optional[str] = typer.Option(
+    dataset: str | None = typer.Option(
         None, "--dataset", help="A named dataset, e.g. mnist (downloads once)."),
-    config: Optional[str] = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
+    config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
-    set_: List[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Shortcut for --set epochs=N."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set seed=N."),
-    run_name: Optional[str] = typer.Option(None, "--name", help="Suffix for the run folder."),
-    runs_dir: Optional[str] = RunsDir,
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue an interrupted run."),
+    set_: list[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Shortcut for --set epochs=N."),
+    seed: int | None = typer.Option(None, "--seed", help="Shortcut for --set seed=N."),
+    run_name: str | None = typer.Option(None, "--name", help="Suffix for the run folder."),
+    runs_dir: str | None = RunsDir,
+    resume: str | None = typer.Option(None, "--resume", help="Continue an interrupted run."),
     strategy: str = typer.Option("default", "--strategy",
                                  help="default, or mirrored (every local GPU, batch split)."),
 ):
@@ -157,9 +156,9 @@ def train(
 @user_errors
 def evaluate(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
-    data: Optional[str] = typer.Option(None, "--data", help="A labelled CSV to evaluate on "
+    data: str | None = typer.Option(None, "--data", help="A labelled CSV to evaluate on "
                                        "(default: the run's own test split)."),
-    runs_dir: Optional[str] = RunsDir,
+    runs_dir: str | None = RunsDir,
     as_json: bool = AsJson,
 ):
     """Reload a run's model and print its test metrics beside the baselines.
@@ -183,10 +182,10 @@ def evaluate(
 def predict(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
     data: str = typer.Option(..., "--data", help="CSV of new rows (target column optional)."),
-    output: Optional[str] = typer.Option(None, "--output", help="Where to write predictions "
+    output: str | None = typer.Option(None, "--output", help="Where to write predictions "
                                          "[default: DATA with .predictions.csv]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    runs_dir: Optional[str] = RunsDir,
+    runs_dir: str | None = RunsDir,
 ):
     """Write predictions (and class probabilities) for new rows to a CSV.
 
@@ -201,8 +200,8 @@ def predict(
 @app.command("runs")
 @user_errors
 def list_runs(
-    recipe: Optional[str] = typer.Argument(None, help="Only this recipe's runs."),
-    runs_dir: Optional[str] = RunsDir,
+    recipe: str | None = typer.Argument(None, help="Only this recipe's runs."),
+    runs_dir: str | None = RunsDir,
     as_json: bool = AsJson,
 ):
     """List runs: recipe, run, status, epochs, monitored metric, test metric, when."""
@@ -218,7 +217,8 @@ def list_runs(
     rows += [_run_row(manifest) for manifest in found]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
 
 
 def _run_row(manifest):
@@ -234,7 +234,7 @@ def _run_row(manifest):
 @app.command()
 @user_errors
 def tensorboard(
-    logdir: Optional[str] = typer.Argument(None, help="Folder of runs [the runs root]."),
+    logdir: str | None = typer.Argument(None, help="Folder of runs [the runs root]."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(6006, "--port"),
 ):
