@@ -60,6 +60,13 @@ def test_evaluate_on_a_file_with_unknown_classes(trained, tmp_path):
     helpers.assert_user_error(result, "never saw", "rose")
 
 
+def test_evaluate_binary_on_a_file_with_an_unknown_label(trained, tmp_path):
+    header, table = helpers.binary_rows(12, 9, categorical=True, labels=("no", "maybe"))
+    path = helpers.write_csv(tmp_path / "odd.csv", header, table)
+    result = helpers.invoke("evaluate", trained["binary"]["run"], "--data", path)
+    helpers.assert_user_error(result, "never saw", "maybe")
+
+
 def test_predict_binary(trained, tmp_path):
     new = _new_rows(tmp_path, "binary", delimiter=";")
     out = tmp_path / "out.csv"

@@ -129,7 +129,8 @@ def _encode_binary(labels, classes, name, positive_class):
         negative = classes[0] if classes[0] != positive_class else classes[-1]
         negative = negative if len(classes) == 2 else f"not {positive_class}"
         return (labels == positive_class).astype("float32"), {
-            "classes": [negative, positive_class], "positive_class": positive_class}
+            "classes": [negative, positive_class], "positive_class": positive_class,
+            "one_vs_rest": len(classes) > 2}
     if len(classes) > 2:
         raise DlrefError(
             f"Target {name!r} has {len(classes)} classes ({', '.join(classes[:10])}), and binary "
@@ -286,15 +287,15 @@ def load_labelled(path, meta):
     else:
         labels = frame[meta["target"]].astype(str)
         known = meta["classes"]
+        unknown = sorted(set(labels) - set(known))
+        if unknown and not meta.get("one_vs_rest"):
+            raise DlrefError(
+                f"{path} has classes the model never saw: {', '.join(unknown[:10])}. "
+                f"Known: {', '.join(known)}."
+            )
         if task == "binary":
             y = (labels == meta["positive_class"]).to_numpy(dtype="float32")
         else:
-            unknown = sorted(set(labels) - set(known))
-            if unknown:
-                raise DlrefError(
-                    f"{path} has classes the model never saw: {', '.join(unknown[:10])}. "
-                    f"Known: {', '.join(known)}."
-                )
             y = labels.map({c: i for i, c in enumerate(known)}).to_numpy(dtype="int32")
     features = frame.drop(columns=[meta["target"]])
     known = [c["name"] for c in meta["columns"] if c["name"] in features]
