@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import socket
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -84,8 +83,10 @@ def new_manifest(run_dir, kind, recipe, argv, **fields):
     return write_manifest(run_dir, manifest)
 
 
-def mark_running(run_dir):
-    return update_manifest(run_dir, status="running", pid=os.getpid(), host=socket.gethostname())
+def mark_running(run_dir, **changes):
+    """Claims a run for this process again (resume), with any other manifest changes."""
+    return update_manifest(run_dir, status="running", pid=os.getpid(), host=socket.gethostname(),
+                           **changes)
 
 
 def find_run(ref, root):
@@ -140,6 +141,3 @@ def is_alive(manifest):
 def _now():
     return datetime.now().astimezone().isoformat(timespec="seconds")
 
-
-def elapsed_since(start):
-    return round(time.time() - start, 3)

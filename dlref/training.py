@@ -9,7 +9,6 @@ import dataclasses
 import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from dlref import config as configlib
@@ -102,9 +101,10 @@ def resume(ref, *, runs_dir=None, epochs=None):
             f"The data changed since {run_dir.name} started (fingerprint {data.fingerprint}, "
             f"was {manifest['data']['fingerprint']}): start a new run instead of resuming."
         )
-    runs.mark_running(run_dir)
-    runs.update_manifest(run_dir, config=values)
-    print(f"Resuming {run_dir} after epoch {manifest.get('epochs_completed', 0)}.")
+    runs.mark_running(run_dir, config=values)
+    backup = run_dir / "checkpoints" / "backup" / "training_metadata.json"
+    done = io.read_json(backup)["epoch"] if backup.is_file() else 0
+    print(f"Resuming {run_dir} after epoch {done} of {config.epochs}.")
     return _run(module, config, data, run_dir)
 
 
@@ -122,7 +122,6 @@ def _describe(data):
 
 def _run(module, config, data, run_dir):
     """Fits (or skips a finished fit), then evaluates and saves; keeps run.json's status true."""
-    started = time.time()
     try:
         manifest = runs.read_manifest(run_dir)
         if not manifest.get("fit_done"):
@@ -131,7 +130,7 @@ def _run(module, config, data, run_dir):
                 return _stopped(run_dir, "interrupted", f"stopped by {interrupted}")
         else:
             model = _load_model(run_dir / "checkpoints" / "last.keras")
-        _finish(module, config, data, model, run_dir, started)
+        _finish(module, config, data, model, run_dir)
     except KeyboardInterrupt:
         return _stopped(run_dir, "interrupted", "stopped by a second Ctrl-C")
     except DlrefError as error:
@@ -192,7 +191,7 @@ def _best_row(history, monitor, mode):
     return pick(rows, key=lambda r: r[monitor])
 
 
-def _finish(module, config, data, model, run_dir, started):
+def _finish(module, config, data, model, run_dir):
     from dlref import reports
     from dlref.callbacks import read_history
 
