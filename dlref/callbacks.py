@@ -52,7 +52,12 @@ class RocAuc(keras.callbacks.Callback):
         self.x_val, self.y_val, self.batch_size = x_val, y_val, batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        scores = self.model.predict(self.x_val, batch_size=self.batch_size, verbose=0)
+        # predict_on_batch per chunk: model.predict costs ~0.1 s of set-up on every call, more
+        # than the whole forward pass on a small validation set.
+        scores = np.concatenate([
+            np.asarray(self.model.predict_on_batch(self.x_val[start:start + self.batch_size]))
+            for start in range(0, len(self.x_val), self.batch_size)
+        ])
         if logs is not None:
             logs["val_roc_auc"] = roc_auc(self.y_val, scores)
 
