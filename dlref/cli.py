@@ -154,6 +154,92 @@ def train(
 
 @app.command()
 @user_errors
+def tune(
+    name: str | None = typer.Argument(None, help="Recipe or preset with a search space."),
+    algorithm: str | None = typer.Option(
+        None, "--algorithm", help="hyperband (default), random or bayesian."),
+    objective: str | None = typer.Option(
+        None, "--objective", help="Metric to optimize, NAME or NAME:min|max (default: the "
+        "recipe's monitor, e.g. val_loss)."),
+    max_epochs: int | None = typer.Option(
+        None, "--max-epochs", help="Hyperband: most epochs of one model; random, bayesian: "
+        "epochs of every trial (default: the config's epochs)."),
+    factor: int | None = typer.Option(
+        None, "--factor", help="Hyperband: keep the best 1/FACTOR each round (default 3)."),
+    iterations: int | None = typer.Option(
+        None, "--iterations", help="Hyperband: sweeps over all its brackets (default 1)."),
+    max_trials: int | None = typer.Option(
+        None, "--max-trials", help="random, bayesian: number of trials (default 10)."),
+    data: str | None = typer.Option(None, "--data", help="Your data: a CSV with a header."),
+    target: str | None = typer.Option(None, "--target", help="Column to predict (--data)."),
+    positive_class: str | None = typer.Option(
+        None, "--positive-class", help="binary: one-vs-rest on this target value."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="A named dataset, e.g. mnist (downloads once)."),
+    config: str | None = typer.Option(None, "--config", help="TOML config: the base of "
+                                         "every trial (search_space overrides its keys)."),
+    set_: list[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    seed: int | None = typer.Option(None, "--seed", help="Shortcut for --set seed=N."),
+    run_name: str | None = typer.Option(None, "--name", help="Suffix for the run folder."),
+    runs_dir: str | None = RunsDir,
+    resume: str | None = typer.Option(None, "--resume", help="Continue a stopped search."),
+    role: str | None = typer.Option(
+        None, "--role", help="Distributed search: chief (serves the oracle) or worker."),
+    oracle: str | None = typer.Option(
+        None, "--oracle", help="HOST:PORT of the chief's oracle, e.g. 127.0.0.1:8000."),
+    worker_id: str | None = typer.Option(
+        None, "--worker-id", help="Worker name, unique in the search (e.g. w0)."),
+    allow_remote: bool = typer.Option(
+        False, "--allow-remote", help="Chief: listen on a non-loopback address (the oracle "
+        "has no authentication)."),
+    connect_timeout: float = typer.Option(
+        60.0, "--connect-timeout", help="Worker: seconds to wait for the chief."),
+):
+    """Search a recipe's hyperparameters with keras-tuner into a tune-... run folder.
+
+    Prints its budget (trials, epochs) first.
+
+    Writes trials.csv, best.toml (for dlref train --config) and TensorBoard HParams logs.
+
+    Examples:
+
+      dlref tune regression --max-epochs 9
+
+      dlref tune binary --data churn.csv --target churned --algorithm random --max-trials 20
+
+      dlref tune --resume runs/binary/tune-20261123-101500-a1b2
+
+      dlref tune multiclass --max-epochs 9 --role chief --oracle 127.0.0.1:8000
+
+      dlref tune multiclass --max-epochs 9 --role worker --oracle 127.0.0.1:8000 --worker-id w0
+    """
+    from dlref import tuning
+    from dlref.data import Source
+
+    if data and dataset:
+        raise DlrefError("Give --data or --dataset, not both.")
+    data = os.path.abspath(data) if data else None  # A resume may start from another folder.
+    source = Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
+    search = tuning.Search(algorithm=algorithm, objective=objective, max_epochs=max_epochs,
+                           factor=factor, iterations=iterations, max_trials=max_trials)
+    cluster = tuning.Cluster(role=role, oracle=oracle, worker_id=worker_id,
+                             allow_remote=allow_remote, connect_timeout=connect_timeout)
+    options = dict(source=source, config_file=config, overrides=set_, seed=seed, search=search,
+                   cluster=cluster, runs_dir=runs_dir, argv=sys.argv)
+    if resume:
+        run_dir = tuning.resume(resume, name=name, **options)
+    elif not name:
+        raise DlrefError("Name a recipe to tune (dlref list marks the tunable ones), "
+                         "or pass --resume RUN.")
+    else:
+        run_dir = tuning.tune(name, run_name=run_name, **options)
+    if run_dir is None or (role != "worker"
+                           and runs.read_manifest(run_dir)["status"] != "completed"):
+        raise typer.Exit(130)
+
+
+@app.command()
+@user_errors
 def evaluate(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
     data: str | None = typer.Option(None, "--data", help="A labelled CSV to evaluate on "

@@ -68,12 +68,12 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
     config = module.Config(**values)
     if hasattr(module, "check_config"):
         module.check_config(config)  # Bad settings fail here, before a run folder exists.
-    data = _load(module, config, source)  # Bad data fails here, before a run folder exists.
+    data = seeded_load(module, config, source)  # Bad data fails here, before a run folder exists.
     run_dir = runs.create_run(runs.runs_root(runs_dir), recipe, run_name)
     runs.new_manifest(
         run_dir, "train", recipe, argv, preset=preset, config=values,
         source=dataclasses.asdict(source), seed=config.seed, versions=versions(),
-        data=_describe(data), monitor=module.MONITOR, mode=module.MODE, epochs_completed=0,
+        data=describe_data(data), monitor=module.MONITOR, mode=module.MODE, epochs_completed=0,
         strategy=strategy,
     )
     io.write_text(run_dir / "config.toml", configlib.to_toml(recipe, values))
@@ -95,7 +95,7 @@ def resume(ref, *, runs_dir=None, epochs=None):
     changes = {"epochs": epochs} if epochs is not None else {}
     values = configlib.merge(defaults, [("run.json", manifest["config"]), ("--epochs", changes)])
     config = module.Config(**values)
-    data = _load(module, config, Source(**manifest["source"]))
+    data = seeded_load(module, config, Source(**manifest["source"]))
     if data.fingerprint != manifest["data"]["fingerprint"]:
         raise DlrefError(
             f"The data changed since {run_dir.name} started (fingerprint {data.fingerprint}, "
@@ -108,14 +108,16 @@ def resume(ref, *, runs_dir=None, epochs=None):
     return _run(module, config, data, run_dir)
 
 
-def _load(module, config, source):
+def seeded_load(module, config, source):
+    """The recipe's data, with every random generator seeded first (the split depends on it)."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
     return module.load_data(config, source)
 
 
-def _describe(data):
+def describe_data(data):
+    """What run.json records about the data: its fingerprint, source and split sizes."""
     rows = {split: int(len(getattr(data, split)[1])) for split in ("train", "val", "test")}
     return {"fingerprint": data.fingerprint, "source": data.meta.get("source"), "rows": rows}
 
@@ -280,7 +282,7 @@ def evaluate_run(ref, runs_dir=None, data_path=None):
     else:
         defaults = configlib.field_defaults(module.Config)
         config = module.Config(**configlib.merge(defaults, [("run.json", manifest["config"])]))
-        data = _load(module, config, Source(**manifest["source"]))
+        data = seeded_load(module, config, Source(**manifest["source"]))
         if data.fingerprint != manifest["data"]["fingerprint"]:
             print("Warning: the data changed since training; metrics are on the current data.",
                   file=sys.stderr)
