@@ -25,7 +25,7 @@ import keras
 import keras_tuner
 
 from dlref import io
-from dlref.callbacks import RocAuc
+from dlref.callbacks import RocAuc, TerminateOnNaN
 from dlref.tuning.results import COMPLETED, SearchLog
 
 PROJECT = "project"  # keras-tuner's project folder inside the run folder
@@ -172,9 +172,11 @@ def make_tuner(module, config, data, run_dir, settings, results=None):
 def search(tuner, run_dir, settings):
     """Runs this process's share of the trials (all of them, in a single process)."""
     callbacks = [
+        # keras-tuner adds its HParams logging to callbacks whose class is named TensorBoard,
+        # so Keras' own class here, not dlref's EpochTensorBoard.
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
-        keras.callbacks.TerminateOnNaN(raise_error=True),
+        TerminateOnNaN(raise_error=True),
     ]
     with warnings.catch_warnings(), _quiet():
         # Hyperband warm-starts a model from an earlier trial's weights; its fresh optimizer
