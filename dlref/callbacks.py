@@ -66,8 +66,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     """Saves the whole model when `monitor` improves, or (monitor None) when training stops.
 
     The last checkpoint is written once, when fit ends (completed, early-stopped or stopped by
-    Ctrl-C): the per-epoch backup already covers a kill, and a full save every epoch was the
-    largest per-epoch cost after validation.
+    Ctrl-C): the per-epoch backup already covers a kill, and a second full save each epoch cost
+    another 0.07 s per epoch for the 784-512-256-128-10 MLP.
 
     Args:
         path: the `.keras` file.
@@ -113,17 +113,13 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         return value < self.best if self.mode == "min" else value > self.best
 
 
-# Per-batch hooks cost more than they do. Keras fetches every batch's logs synchronously, and so
-# stalls its pipeline, as soon as one callback overrides on_train_batch_end or on_batch_end
-# without declaring itself async-safe. Measured on a 784-512-256-128-10 MLP with batch 32, the
-# stock TensorBoard, TerminateOnNaN and BackupAndRestore together made epochs 1.7x slower.
-
-
 class EpochTensorBoard(keras.callbacks.TensorBoard):
     """Keras' TensorBoard for update_freq='epoch', without its per-batch hooks.
 
-    With epoch updates those hooks write nothing; their one job, the train graph written after
-    the first batch, moves to the end of the first epoch.
+    With epoch updates those hooks write nothing, yet they run for every batch and call
+    tf.summary once per metric: 0.30 s per 1,313-batch epoch measured here, 5 % of an MNIST
+    epoch. Their one real job, writing the train graph after the first batch, moves to the end
+    of the first epoch.
     """
 
     on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
@@ -136,16 +132,6 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
 
 
-class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
-    """TerminateOnNaN whose per-batch check runs off the training thread.
-
-    The NaN still stops training: Keras re-raises the error at the end of the epoch, before any
-    checkpoint or backup of that epoch is written.
-    """
-
-    async_safe = True
-
-
 class AtomicBackup(keras.callbacks.BackupAndRestore):
     """BackupAndRestore whose weights and epoch counter change together, atomically.
 
@@ -153,9 +139,6 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
     is replaced after, so a kill at any point leaves a consistent (weights, epoch) pair. The
     backup is kept when training stops; the training loop deletes it once a run completes.
     """
-
-    # Saving once per epoch: the parent's batch counter is not needed (see the note above).
-    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
 
     def __init__(self, backup_dir):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
@@ -287,7 +270,7 @@ def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, best_so_fa
         # does not cover, which HistoryCsv drops on resume, never a backup without its row.
         HistoryCsv(run_dir / "history.csv"),
         AtomicBackup(str(run_dir / "checkpoints" / "backup")),
-        TerminateOnNaN(raise_error=True),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
     if early_stopping_patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(

@@ -25,7 +25,7 @@ import keras
 import keras_tuner
 
 from dlref import io
-from dlref.callbacks import RocAuc, TerminateOnNaN
+from dlref.callbacks import RocAuc
 from dlref.tuning.results import COMPLETED, SearchLog
 
 PROJECT = "project"  # keras-tuner's project folder inside the run folder
@@ -176,7 +176,7 @@ def search(tuner, run_dir, settings):
         # so Keras' own class here, not dlref's EpochTensorBoard.
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=0,
                                     write_graph=False, profile_batch=0),
-        TerminateOnNaN(raise_error=True),
+        keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
     with warnings.catch_warnings(), _quiet():
         # Hyperband warm-starts a model from an earlier trial's weights; its fresh optimizer
