@@ -171,7 +171,8 @@ def _fit(module, config, data, run_dir):
     epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs, best)
     callbacks.append(epoch_log)
     model.fit(*data.train, validation_data=data.val, epochs=config.epochs,
-              batch_size=config.batch_size, callbacks=callbacks, verbose=0)
+              batch_size=config.batch_size, validation_batch_size=eval_batch_size(config),
+              callbacks=callbacks, verbose=0)
     seconds = timings.get("epoch_seconds", [])[:len(history)] + epoch_log.seconds
     history = read_history(run_dir / "history.csv")
     interrupt = next(c for c in callbacks if isinstance(c, GracefulInterrupt))
@@ -183,6 +184,13 @@ def _fit(module, config, data, run_dir):
         timings={"epoch_seconds": seconds},
     )
     return model, interrupt.requested
+
+
+def eval_batch_size(config):
+    """Batch size for validation: evaluation gives the same result at any batch size, and Keras'
+    default (the training batch, often 32) made validating 9,000 MNIST rows take 0.5 s per
+    epoch here instead of 0.15 s at 1,024."""
+    return max(config.batch_size, 1024)
 
 
 def _best_row(history, monitor, mode):

@@ -128,7 +128,8 @@ def test_search_writes_every_output(searched):
     assert manifest["versions"]["keras-tuner"] and manifest["data"]["fingerprint"]
     assert manifest["search_space"]["fingerprint"]
     names = {p["name"] for p in manifest["search_space"]["hyperparameters"]}
-    assert {"depth", "width", "dropout_rate", "optimizer", "learning_rate", "batch_size"} <= names
+    assert {"depth", "width_scale", "dropout_rate", "optimizer", "learning_rate",
+            "batch_size"} <= names
 
     trials = _trials(run_dir)
     assert [row["rank"] for row in trials] == ["1", "2"]
@@ -458,3 +459,13 @@ def test_failing_trials_are_recorded_and_stop_the_search(regression_csv, runs_ro
     run_dir = helpers.only_run(runs_root, "regression")
     assert helpers.read_json(run_dir / "run.json")["status"] == "failed"
     assert [row["status"] for row in _trials(run_dir)] == ["failed"] * 3
+
+
+@pytest.mark.parametrize("recipe", sorted(registry.RECIPES))
+def test_search_space_defaults_rebuild_the_config(recipe):
+    """keras-tuner's guide smoke test: an empty HyperParameters() gives back the Config."""
+    import keras_tuner
+
+    module = registry.load(recipe)
+    for config in (module.Config(), module.Config(hidden_units=(32, 32, 32, 32, 16))):
+        assert module.search_space(keras_tuner.HyperParameters(), config) == config

@@ -50,6 +50,32 @@ def dense_stack(inputs, config):
     return x
 
 
+def search_layers(hp, config, max_depth=5):
+    """Depth and width of the dense stack as hyperparameters, keeping the book's shape.
+
+    Depth takes the first layers of `config.hidden_units` (repeating the last one to go deeper);
+    width scales every layer. At their defaults (depth = its length, scale 1) the result is
+    `config.hidden_units` itself, so an empty HyperParameters() rebuilds the Config.
+    """
+    units = tuple(config.hidden_units)
+    depth = hp.Int("depth", 1, max(max_depth, len(units)), default=len(units))
+    scale = hp.Choice("width_scale", [0.25, 0.5, 1.0, 2.0], default=1.0)
+    units += (units[-1],) * max(0, depth - len(units))
+    return tuple(max(4, round(width * scale)) for width in units[:depth])
+
+
+def search_training(hp, config):
+    """The book's chapter 6 hyperparameters (batch size, optimizer, dropout) and learning rate."""
+    return {
+        "dropout_rate": hp.Float("dropout_rate", 0.0, 0.5, step=0.1, default=config.dropout_rate),
+        "optimizer": hp.Choice("optimizer", ["adam", "rmsprop", "adadelta"],
+                               default=config.optimizer),
+        "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
+                                  default=config.learning_rate),
+        "batch_size": hp.Choice("batch_size", [16, 32, 64, 128], default=config.batch_size),
+    }
+
+
 def make_optimizer(config):
     return OPTIMIZERS[config.optimizer](learning_rate=config.learning_rate)
 

@@ -78,17 +78,8 @@ def build_model(config, data):
 
 
 def search_space(hp, config):
-    depth = hp.Int("depth", 1, 5, default=len(config.hidden_units))
-    width = hp.Choice("width", [16, 32, 64, 128], default=config.hidden_units[0])
-    return dataclasses.replace(
-        config,
-        hidden_units=(width,) * depth,
-        dropout_rate=hp.Float("dropout_rate", 0.0, 0.5, step=0.1, default=config.dropout_rate),
-        optimizer=hp.Choice("optimizer", ["adam", "rmsprop", "adadelta"], default=config.optimizer),
-        learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
-                               default=config.learning_rate),
-        batch_size=hp.Choice("batch_size", [16, 32, 64, 128], default=config.batch_size),
-    )
+    return dataclasses.replace(config, hidden_units=common.search_layers(hp, config),
+                               **common.search_training(hp, config))
 
 
 # --- Evaluation ------------------------------------------------------------------------------
