@@ -30,6 +30,15 @@ app = typer.Typer(
 
 RunsDir = typer.Option(None, "--runs-dir", help="Root of run folders [env DLREF_RUNS_DIR; ./runs].")
 AsJson = typer.Option(False, "--json", help="Machine-readable output.")
+# Options that train and tune share: the data source and the config layers.
+DataPath = typer.Option(None, "--data", help="Your data: a CSV with a header.")
+Target = typer.Option(None, "--target", help="Column to predict (--data).")
+PositiveClass = typer.Option(None, "--positive-class",
+                             help="binary: one-vs-rest on this target value.")
+Dataset = typer.Option(None, "--dataset", help="A named dataset, e.g. mnist (downloads once).")
+SetItems = typer.Option([], "--set", help="Override: key=value (repeatable).")
+Seed = typer.Option(None, "--seed", help="Shortcut for --set seed=N.")
+RunName = typer.Option(None, "--name", help="Suffix for the run folder.")
 
 
 def user_errors(command):
@@ -70,7 +79,7 @@ def list_recipes(as_json: bool = AsJson):
 def show(
     name: str = typer.Argument(..., help="Recipe or preset."),
     config: str | None = typer.Option(None, "--config", help="TOML config file to apply."),
-    set_: list[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    set_: list[str] = SetItems,
     as_json: bool = AsJson,
 ):
     """Print the resolved config of a recipe or preset, with what each key means.
@@ -96,6 +105,15 @@ def show(
         typer.echo(f"{line:<{width}}  # {changed}{comment}")
 
 
+def _source(data, dataset, target, positive_class):
+    from dlref.data import Source
+
+    if data and dataset:
+        raise DlrefError("Give --data or --dataset, not both.")
+    data = os.path.abspath(data) if data else None  # A resume may start from another folder.
+    return Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
+
+
 def _toml_value(value):
     return json.dumps(list(value) if isinstance(value, tuple) else value)
 
@@ -104,18 +122,16 @@ def _toml_value(value):
 @user_errors
 def train(
     name: str | None = typer.Argument(None, help="Recipe or preset (see dlref list)."),
-    data: str | None = typer.Option(None, "--data", help="Your data: a CSV with a header."),
-    target: str | None = typer.Option(None, "--target", help="Column to predict (--data)."),
-    positive_class: str | None = typer.Option(
-        None, "--positive-class", help="binary: one-vs-rest on this target value."),
-    dataset: str | None = typer.Option(
-        None, "--dataset", help="A named dataset, e.g. mnist (downloads once)."),
+    data: str | None = DataPath,
+    target: str | None = Target,
+    positive_class: str | None = PositiveClass,
+    dataset: str | None = Dataset,
     config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
-    set_: list[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
+    set_: list[str] = SetItems,
     epochs: int | None = typer.Option(None, "--epochs", help="Shortcut for --set epochs=N."),
-    seed: int | None = typer.Option(None, "--seed", help="Shortcut for --set seed=N."),
-    run_name: str | None = typer.Option(None, "--name", help="Suffix for the run folder."),
+    seed: int | None = Seed,
+    run_name: str | None = RunName,
     runs_dir: str | None = RunsDir,
     resume: str | None = typer.Option(None, "--resume", help="Continue an interrupted run."),
     strategy: str = typer.Option("default", "--strategy",
@@ -134,20 +150,16 @@ def train(
       dlref train --resume runs/binary/20261123-101500-a1b2
     """
     from dlref import training
-    from dlref.data import Source
 
     if resume:
-        training.resume(resume, runs_dir=runs_dir, epochs=epochs)
-        return
-    if not name:
+        run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs)
+    elif not name:
         raise DlrefError("Name a recipe or preset (dlref list shows them), or pass --resume RUN.")
-    if data and dataset:
-        raise DlrefError("Give --data or --dataset, not both.")
-    data = os.path.abspath(data) if data else None  # A resume may start from another folder.
-    source = Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
-    run_dir = training.train(name, source=source, config_file=config, overrides=set_,
-                             epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
-                             strategy=strategy, argv=sys.argv)
+    else:
+        source = _source(data, dataset, target, positive_class)
+        run_dir = training.train(name, source=source, config_file=config, overrides=set_,
+                                 epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
+                                 strategy=strategy, argv=sys.argv)
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
 
@@ -170,17 +182,15 @@ def tune(
         None, "--iterations", help="Hyperband: sweeps over all its brackets (default 1)."),
     max_trials: int | None = typer.Option(
         None, "--max-trials", help="random, bayesian: number of trials (default 10)."),
-    data: str | None = typer.Option(None, "--data", help="Your data: a CSV with a header."),
-    target: str | None = typer.Option(None, "--target", help="Column to predict (--data)."),
-    positive_class: str | None = typer.Option(
-        None, "--positive-class", help="binary: one-vs-rest on this target value."),
-    dataset: str | None = typer.Option(
-        None, "--dataset", help="A named dataset, e.g. mnist (downloads once)."),
+    data: str | None = DataPath,
+    target: str | None = Target,
+    positive_class: str | None = PositiveClass,
+    dataset: str | None = Dataset,
     config: str | None = typer.Option(None, "--config", help="TOML config: the base of "
                                          "every trial (search_space overrides its keys)."),
-    set_: list[str] = typer.Option([], "--set", help="Override: key=value (repeatable)."),
-    seed: int | None = typer.Option(None, "--seed", help="Shortcut for --set seed=N."),
-    run_name: str | None = typer.Option(None, "--name", help="Suffix for the run folder."),
+    set_: list[str] = SetItems,
+    seed: int | None = Seed,
+    run_name: str | None = RunName,
     runs_dir: str | None = RunsDir,
     resume: str | None = typer.Option(None, "--resume", help="Continue a stopped search."),
     role: str | None = typer.Option(
@@ -214,12 +224,8 @@ def tune(
       dlref tune multiclass --max-epochs 9 --role worker --oracle 127.0.0.1:8000 --worker-id w0
     """
     from dlref import tuning
-    from dlref.data import Source
 
-    if data and dataset:
-        raise DlrefError("Give --data or --dataset, not both.")
-    data = os.path.abspath(data) if data else None  # A resume may start from another folder.
-    source = Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
+    source = _source(data, dataset, target, positive_class)
     search = tuning.Search(algorithm=algorithm, objective=objective, max_epochs=max_epochs,
                            factor=factor, iterations=iterations, max_trials=max_trials)
     cluster = tuning.Cluster(role=role, oracle=oracle, worker_id=worker_id,
