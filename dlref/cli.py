@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-RunsDir = typer.Option(None, "--runs-dir", help="Root of run folders [env DLREF_RUNS_DIR; ./runs].")
+RunsDir = typer.Option(None, "--runs-dir", help="Root of run folders (env DLREF_RUNS_DIR; default ./runs).")
 AsJson = typer.Option(False, "--json", help="Machine-readable output.")
 # Options that train and tune share: the data source and the config layers.
 DataPath = typer.Option(None, "--data", help="Your data: a CSV with a header.")
@@ -275,7 +275,7 @@ def predict(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
     data: str = typer.Option(..., "--data", help="CSV of new rows (target column optional)."),
     output: str | None = typer.Option(None, "--output", help="Where to write predictions "
-                                         "[default: DATA with .predictions.csv]."),
+                                         "(default: DATA with .predictions.csv)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     runs_dir: str | None = RunsDir,
 ):
@@ -326,7 +326,7 @@ def _run_row(manifest):
 @app.command()
 @user_errors
 def tensorboard(
-    logdir: str | None = typer.Argument(None, help="Folder of runs [the runs root]."),
+    logdir: str | None = typer.Argument(None, help="Folder of runs (default: the runs root)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(6006, "--port"),
 ):
