@@ -103,14 +103,16 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 f"Metric {self.monitor!r} is not produced by this model. "
                 f"Available: {', '.join(sorted(logs or {}))}."
             )
-        if self._improved(float(value)):
+        if improved(float(value), self.best, self.mode):
             self.best, self.best_epoch = float(value), epoch
             io.save_model(self.model, self.path)
 
-    def _improved(self, value):
-        if math.isnan(value):
-            return False
-        return value < self.best if self.mode == "min" else value > self.best
+
+def improved(value, best, mode):
+    """Whether `value` beats `best` (None: nothing yet) in mode 'min' or 'max'; NaN never does."""
+    if value is None or math.isnan(value):
+        return False
+    return best is None or (value < best if mode == "min" else value > best)
 
 
 class EpochTensorBoard(keras.callbacks.TensorBoard):
@@ -296,8 +298,7 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         value = logs.get(self.monitor)
-        better = value is not None and not math.isnan(value) and (
-            self.best is None or (value < self.best if self.mode == "min" else value > self.best))
+        better = improved(value, self.best, self.mode)
         if better:
             self.best = value
         self.seconds.append(round(time.time() - self.started, 4))

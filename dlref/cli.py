@@ -28,7 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-RunsDir = typer.Option(None, "--runs-dir", help="Root of run folders (env DLREF_RUNS_DIR; default ./runs).")
+RunsDir = typer.Option(None, "--runs-dir",
+                       help="Root of run folders (env DLREF_RUNS_DIR; default ./runs).")
 AsJson = typer.Option(False, "--json", help="Machine-readable output.")
 # Options that train and tune share: the data source and the config layers.
 DataPath = typer.Option(None, "--data", help="Your data: a CSV with a header.")

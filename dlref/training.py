@@ -140,7 +140,7 @@ def _run(module, config, data, run_dir):
         raise
     except Exception as error:
         _stopped(run_dir, "failed", f"{type(error).__name__}: {error}")
-        if "NaN" in str(error) or "nan" in str(error):
+        if isinstance(error, RuntimeError) and "NaN or Inf loss" in str(error):  # TerminateOnNaN
             raise DlrefError(
                 f"Training diverged (loss became NaN): {error}. Lower learning_rate "
                 "(--set learning_rate=0.0001) or check the data's scale."

@@ -127,3 +127,13 @@ def test_fixture_runs_name_the_positive_class(trained):
     assert "positive class: yes" in trained["binary"]["output"]
     meta = helpers.read_json(trained["binary"]["run"] / "artifacts" / "meta.json")
     assert meta["positive_class"] == "yes" and 0.0 <= meta["threshold"] <= 1.0
+
+
+def test_a_diverging_run_fails_with_advice_and_is_marked_failed(regression_csv, runs_root):
+    result = helpers.invoke("train", "regression", "--data", regression_csv, "--target", "y",
+                            "--epochs", 2, "--set", "optimizer=sgd",
+                            "--set", "learning_rate=1e30")
+    helpers.assert_user_error(result, "diverged", "learning_rate")
+    (run,) = helpers.run_folders(runs_root)
+    manifest = helpers.read_json(run / "run.json")
+    assert manifest["status"] == "failed" and "NaN or Inf loss" in manifest["error"]
