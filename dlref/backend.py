@@ -26,6 +26,9 @@ def import_tensorflow():
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+    # TensorFlow's Python logger warns about tf.function retracing when one process builds
+    # many models (tuning, then --train-best): advice for library authors, not for our users.
+    tensorflow.get_logger().setLevel("ERROR")
     return tensorflow
 
 

@@ -32,7 +32,18 @@ RunsDir = typer.Option(None, "--runs-dir",
                        help="Root of run folders (env DLREF_RUNS_DIR; default ./runs).")
 AsJson = typer.Option(False, "--json", help="Machine-readable output.")
 # Options that train and tune share: the data source and the config layers.
-DataPath = typer.Option(None, "--data", help="Your data: a CSV with a header.")
+DataPath = typer.Option(None, "--data", help="Your data: a CSV or Parquet file with a header.")
+ValData = typer.Option(None, "--val-data", help="A pre-split validation file (same columns as "
+                       "--data), used as given.")
+TestData = typer.Option(None, "--test-data", help="A pre-split test file (same columns as "
+                        "--data), used as given.")
+Missing = typer.Option(None, "--missing", help="Gaps in the features: impute (training median + "
+                       "<column>_missing; text: a (missing) category), drop (the rows) or error "
+                       "(default impute).")
+DropColumns = typer.Option([], "--drop", help="Leave this column out (repeatable).")
+Features = typer.Option(None, "--features", help="Use only these columns: COL,COL,...")
+MaxCategories = typer.Option(None, "--max-categories", help="A text column keeps its N most "
+                             "frequent values, the rest become (other) (default 50).")
 Target = typer.Option(None, "--target", help="Column to predict (--data).")
 PositiveClass = typer.Option(None, "--positive-class",
                              help="binary: one-vs-rest on this target value.")
@@ -106,13 +117,25 @@ def show(
         typer.echo(f"{line:<{width}}  # {changed}{comment}")
 
 
-def _source(data, dataset, target, positive_class):
+def _source(data, dataset, target, positive_class, val_data=None, test_data=None, missing=None,
+            drop=(), features=None, max_categories=None):
     from dlref.data import Source
 
     if data and dataset:
         raise DlrefError("Give --data or --dataset, not both.")
-    data = os.path.abspath(data) if data else None  # A resume may start from another folder.
-    return Source(data=data, dataset=dataset, target=target, positive_class=positive_class)
+    if (val_data or test_data) and not data:
+        raise DlrefError("--val-data and --test-data go with --data (the training file).")
+    # Absolute paths: a resume, or a tuned config, may be used from another folder.
+    data, val_data, test_data = (os.path.abspath(p) if p else None
+                                 for p in (data, val_data, test_data))
+    chosen = None
+    if features is not None:
+        chosen = tuple(c.strip() for c in features.split(",") if c.strip())
+        if not chosen:
+            raise DlrefError("--features needs column names: --features COL,COL,...")
+    return Source(data=data, dataset=dataset, target=target, positive_class=positive_class,
+                  val_data=val_data, test_data=test_data, missing=missing, drop=tuple(drop),
+                  features=chosen, max_categories=max_categories)
 
 
 def _toml_value(value):
@@ -122,11 +145,18 @@ def _toml_value(value):
 @app.command()
 @user_errors
 def train(
-    name: str | None = typer.Argument(None, help="Recipe or preset (see dlref list)."),
+    name: str | None = typer.Argument(None, help="Recipe or preset (see dlref list); with "
+                                      "--data and --target alone, chosen from the target."),
     data: str | None = DataPath,
     target: str | None = Target,
     positive_class: str | None = PositiveClass,
     dataset: str | None = Dataset,
+    val_data: str | None = ValData,
+    test_data: str | None = TestData,
+    missing: str | None = Missing,
+    drop: list[str] = DropColumns,
+    features: str | None = Features,
+    max_categories: int | None = MaxCategories,
     config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
     set_: list[str] = SetItems,
@@ -144,9 +174,15 @@ def train(
 
       dlref train regression
 
-      dlref train binary --data churn.csv --target churned --epochs 30
+      dlref train --data titanic.csv --target survived
+
+      dlref train binary --data churn.csv --target churned --drop customer_id --epochs 30
+
+      dlref train regression --data train.csv --test-data test.csv --target price
 
       dlref train multiclass-dropout --set learning_rate=0.0005
+
+      dlref train --config runs/binary/tune-20261123-101500-a1b2/best.toml
 
       dlref train --resume runs/binary/20261123-101500-a1b2
     """
@@ -154,10 +190,9 @@ def train(
 
     if resume:
         run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs)
-    elif not name:
-        raise DlrefError("Name a recipe or preset (dlref list shows them), or pass --resume RUN.")
     else:
-        source = _source(data, dataset, target, positive_class)
+        source = _source(data, dataset, target, positive_class, val_data, test_data, missing,
+                         drop, features, max_categories)
         run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
                                  strategy=strategy, argv=sys.argv)
@@ -187,6 +222,14 @@ def tune(
     target: str | None = Target,
     positive_class: str | None = PositiveClass,
     dataset: str | None = Dataset,
+    val_data: str | None = ValData,
+    test_data: str | None = TestData,
+    missing: str | None = Missing,
+    drop: list[str] = DropColumns,
+    features: str | None = Features,
+    max_categories: int | None = MaxCategories,
+    train_best: bool = typer.Option(False, "--train-best", help="After the search, train the "
+                                    "best config into a normal run folder."),
     config: str | None = typer.Option(None, "--config", help="TOML config: the base of "
                                          "every trial (search_space overrides its keys)."),
     set_: list[str] = SetItems,
@@ -218,6 +261,8 @@ def tune(
 
       dlref tune binary --data churn.csv --target churned --algorithm random --max-trials 20
 
+      dlref tune binary --data churn.csv --target churned --train-best
+
       dlref tune --resume runs/binary/tune-20261123-101500-a1b2
 
       dlref tune multiclass --max-epochs 9 --role chief --oracle 127.0.0.1:8000
@@ -226,23 +271,33 @@ def tune(
     """
     from dlref import tuning
 
-    source = _source(data, dataset, target, positive_class)
+    source = _source(data, dataset, target, positive_class, val_data, test_data, missing, drop,
+                      features, max_categories)
     search = tuning.Search(algorithm=algorithm, objective=objective, max_epochs=max_epochs,
                            factor=factor, iterations=iterations, max_trials=max_trials)
     cluster = tuning.Cluster(role=role, oracle=oracle, worker_id=worker_id,
                              allow_remote=allow_remote, connect_timeout=connect_timeout)
     options = dict(source=source, config_file=config, overrides=set_, seed=seed, search=search,
                    cluster=cluster, runs_dir=runs_dir, argv=sys.argv)
+    if train_best and role == "worker":
+        raise DlrefError("--train-best goes with the chief (or a single process), not a worker.")
     if resume:
         run_dir = tuning.resume(resume, name=name, **options)
-    elif not name:
-        raise DlrefError("Name a recipe to tune (dlref list marks the tunable ones), "
-                         "or pass --resume RUN.")
     else:
         run_dir = tuning.tune(name, run_name=run_name, **options)
     if run_dir is None or (role != "worker"
                            and runs.read_manifest(run_dir)["status"] != "completed"):
         raise typer.Exit(130)
+    if train_best:
+        from dlref import training
+
+        recipe = runs.read_manifest(run_dir)["recipe"]
+        print(f"\nTraining the best config (--train-best): dlref train {recipe} --config "
+              f"{run_dir / 'best.toml'}\n", flush=True)
+        trained = training.train(recipe, config_file=str(run_dir / "best.toml"),
+                                 runs_dir=runs_dir, argv=sys.argv)
+        if runs.read_manifest(trained)["status"] != "completed":
+            raise typer.Exit(130)
 
 
 @app.command()
@@ -297,7 +352,10 @@ def list_runs(
     runs_dir: str | None = RunsDir,
     as_json: bool = AsJson,
 ):
-    """List runs: recipe, run, status, epochs, monitored metric, test metric, when."""
+    """List runs: recipe, run, data, status, epochs, monitored metric, test metric, when.
+
+    --json gives each run's whole manifest, with its full data source under "source".
+    """
     root = runs.runs_root(runs_dir)
     found = runs.list_runs(root, recipe)
     if as_json:
@@ -306,7 +364,7 @@ def list_runs(
     if not found:
         typer.echo(f"No runs under {root}/. Start one: dlref train regression")
         return
-    rows = [("recipe", "run", "status", "epochs", "monitored", "test", "when")]
+    rows = [("recipe", "run", "data", "status", "epochs", "monitored", "test", "when")]
     rows += [_run_row(manifest) for manifest in found]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -315,13 +373,17 @@ def list_runs(
 
 
 def _run_row(manifest):
+    from dlref.data import Source
+
     best, test = manifest.get("best") or {}, manifest.get("test") or {}
     monitor = manifest.get("monitor", "")
     monitored = f"{monitor} {best['value']:.4f}" if best.get("value") is not None else "-"
     tested = f"{test['metric']} {test['value']:.4f}" if test.get("value") is not None else "-"
     when = manifest.get("created", "")[:16].replace("T", " ")
-    return (manifest.get("recipe", "?"), manifest.get("run", "?"), manifest.get("status", "?"),
-            str(manifest.get("epochs_completed", "-")), monitored, tested, when)
+    data = Source.from_dict(manifest.get("source")).short()
+    return (manifest.get("recipe", "?"), manifest.get("run", "?"), data,
+            manifest.get("status", "?"), str(manifest.get("epochs_completed", "-")), monitored,
+            tested, when)
 
 
 @app.command()

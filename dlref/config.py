@@ -98,10 +98,34 @@ def read_toml(path):
     return document
 
 
-def to_toml(recipe, values, summary=None):
-    """The resolved config as a file that `dlref train RECIPE --config FILE` accepts."""
+def to_toml(recipe, values, summary=None, data=None):
+    """The resolved config as a file that `dlref train --config FILE` accepts; `data` (the
+    Source's fields) makes it train on the same data."""
     document = {"recipe": recipe}
     if summary:
         document["summary"] = summary
     document["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+    if data:
+        document["data"] = dict(data)
     return tomli_w.dumps(document)
+
+
+def data_table(document, path):
+    """The [data] table of a config file, its keys checked and its relative paths taken from
+    the file's folder; {} when there is none."""
+    import dataclasses
+
+    from dlref.data import Source
+
+    data = document.get("data") or {}
+    if not isinstance(data, dict):
+        raise DlrefError(f"{path}: [data] must be a table of key = value lines.")
+    known = [f.name for f in dataclasses.fields(Source)]
+    for key in data:
+        if key not in known:
+            raise DlrefError(f"Unknown key {key!r} in [data] of {path}.{close_match(key, known)} "
+                             f"Known keys: {', '.join(known)}.")
+    for key in ("data", "val_data", "test_data"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(Path(path).resolve().parent / data[key])
+    return data

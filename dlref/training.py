@@ -5,7 +5,6 @@ baselines and plots behave the same everywhere. A run's state lives in its folde
 `resume` rebuilds everything from run.json, the backup and history.csv.
 """
 
-import dataclasses
 import math
 import shutil
 import sys
@@ -54,11 +53,49 @@ def versions():
     return found
 
 
+def source_and_recipe(name, source, config_file):
+    """(recipe or preset name, Source) for train and tune.
+
+    The data source is the config file's [data] (a tuned best.toml, an earlier config.toml)
+    with the command line's data options over it. The name is the one given, else the config
+    file's recipe, else chosen from the target of --data.
+    """
+    document = configlib.read_toml(config_file) if config_file else {}
+    recorded = configlib.data_table(document, config_file)
+    if recorded:
+        combined = source.over(Source.from_dict(recorded))
+        how = ("with the command line's data options over it" if source.to_dict() else "")
+        print(f"Data from {config_file}: {combined.describe()} {how}".rstrip(), flush=True)
+        source = combined
+    name = name or document.get("recipe")
+    if name is None:
+        if not (source.data and source.target):
+            raise DlrefError("Name a recipe or preset (dlref list shows them), or give --data "
+                             "and --target to let dlref choose from the target, or pass "
+                             "--resume RUN.")
+        from dlref.data.target import task_of
+
+        name, reason = task_of(source)
+        print(f"Recipe: {name} (target {source.target!r}: {reason})", flush=True)
+    return name, source
+
+
+def show_data(data):
+    """The data summary before epoch 1: notes on stdout, warnings on stderr."""
+    for line in data.notes:
+        print(line)
+    for line in data.warnings:
+        print(line, file=sys.stderr)
+    if data.notes or data.warnings:
+        print(flush=True)
+
+
 def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None, seed=None,
           run_name=None, runs_dir=None, strategy="default", argv=()):
     """Trains recipe or preset NAME into a new run folder; returns the run folder."""
     from dlref.backend import STRATEGIES
 
+    name, source = source_and_recipe(name, source, config_file)
     recipe, preset, values = resolve_config(name, config_file, overrides, epochs, seed)
     if run_name is not None:
         runs.validate_name(run_name)
@@ -69,14 +106,16 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
     if hasattr(module, "check_config"):
         module.check_config(config)  # Bad settings fail here, before a run folder exists.
     data = seeded_load(module, config, source)  # Bad data fails here, before a run folder exists.
+    show_data(data)
     run_dir = runs.create_run(runs.runs_root(runs_dir), recipe, run_name)
     runs.new_manifest(
         run_dir, "train", recipe, argv, preset=preset, config=values,
-        source=dataclasses.asdict(source), seed=config.seed, versions=versions(),
+        source=source.to_dict(), seed=config.seed, versions=versions(),
         data=describe_data(data), monitor=module.MONITOR, mode=module.MODE, epochs_completed=0,
         strategy=strategy,
     )
-    io.write_text(run_dir / "config.toml", configlib.to_toml(recipe, values))
+    io.write_text(run_dir / "config.toml",
+                  configlib.to_toml(recipe, values, data=source.to_dict()))
     return _run(module, config, data, run_dir)
 
 
@@ -95,7 +134,7 @@ def resume(ref, *, runs_dir=None, epochs=None):
     changes = {"epochs": epochs} if epochs is not None else {}
     values = configlib.merge(defaults, [("run.json", manifest["config"]), ("--epochs", changes)])
     config = module.Config(**values)
-    data = seeded_load(module, config, Source(**manifest["source"]))
+    data = seeded_load(module, config, Source.from_dict(manifest["source"]))
     if data.fingerprint != manifest["data"]["fingerprint"]:
         raise DlrefError(
             f"The data changed since {run_dir.name} started (fingerprint {data.fingerprint}, "
@@ -119,7 +158,12 @@ def seeded_load(module, config, source):
 def describe_data(data):
     """What run.json records about the data: its fingerprint, source and split sizes."""
     rows = {split: int(len(getattr(data, split)[1])) for split in ("train", "val", "test")}
-    return {"fingerprint": data.fingerprint, "source": data.meta.get("source"), "rows": rows}
+    described = {"fingerprint": data.fingerprint, "source": data.meta.get("source"), "rows": rows}
+    if data.meta.get("features"):
+        described["inputs"] = len(data.meta["features"])
+    if data.meta.get("left_out"):
+        described["left_out"] = data.meta["left_out"]
+    return described
 
 
 def _run(module, config, data, run_dir):
@@ -290,7 +334,7 @@ def evaluate_run(ref, runs_dir=None, data_path=None):
     else:
         defaults = configlib.field_defaults(module.Config)
         config = module.Config(**configlib.merge(defaults, [("run.json", manifest["config"])]))
-        data = seeded_load(module, config, Source(**manifest["source"]))
+        data = seeded_load(module, config, Source.from_dict(manifest["source"]))
         if data.fingerprint != manifest["data"]["fingerprint"]:
             print("Warning: the data changed since training; metrics are on the current data.",
                   file=sys.stderr)

@@ -37,6 +37,25 @@ def _write(path, text):
     return path
 
 
+def _write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _empty_column(header, rows):
+    header.insert(1, "notes")
+    for row in rows:
+        row.insert(1, "")
+
+
+def _integer_target(path):
+    """Regression data whose target holds whole numbers (prices in dollars, say)."""
+    header, rows = helpers.regression_rows()
+    for i, row in enumerate(rows):
+        row[-1] = 100 + 7 * i
+    return helpers.write_csv(path, header, rows)
+
+
 # name -> (writes the data file and returns the train arguments, words the message must hold)
 CASES = {
     "missing file": (
@@ -58,30 +77,80 @@ CASES = {
     "no --target": (
         lambda d: ["regression", "--data", _regression(d / "r.csv")],
         ["--target is required"]),
-    "NaN in a feature": (
+    "--missing error with gaps": (
         lambda d: ["regression", "--data", _regression(d / "r.csv", _set([3, 7], "x2", "")),
-                   "--target", "y"],
-        ["'x2'", "NaN in 2 rows", "lines 5, 9"]),
+                   "--target", "y", "--missing", "error"],
+        ["'x2'", "missing in 2 rows", "lines 5, 9", "--missing impute"]),
+    "unknown --missing": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
+                   "--missing", "mean"],
+        ["--missing", "impute, drop, error", "'mean'"]),
     "inf in a feature": (
         lambda d: ["regression", "--data", _regression(d / "r.csv", _set([0], "x3", "inf")),
                    "--target", "y"],
-        ["'x3'", "inf in 1 rows"]),
-    "NaN in the target": (
-        lambda d: ["regression", "--data", _regression(d / "r.csv", _set([1, 2, 4], "y", "")),
+        ["'x3'", "inf in 1 row ", "--drop"]),
+    "target empty in every row": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv", _set(range(48), "y", "")),
                    "--target", "y"],
-        ["target", "'y'", "NaN in 3 rows"]),
+        ["target 'y' is empty in every row"]),
     "inf in the target": (
         lambda d: ["regression", "--data", _regression(d / "r.csv", _set([5], "y", "-inf")),
                    "--target", "y"],
-        ["target", "'y'", "inf in 1 rows"]),
-    "free text feature": (
-        lambda d: ["regression", "--data", _regression(d / "r.csv", _text_column),
+        ["target", "'y'", "inf in 1 row "]),
+    "stray text in two numeric features": (
+        lambda d: ["regression", "--data", _regression(
+            d / "r.csv", lambda h, r: (_set([6], "x1", "abc")(h, r), _set([2], "x3", "1,5")(h, r))),
+            "--target", "y"],
+        ["'x1'", "'abc'", "1 row ", "'x3'", "'1,5'", "--drop"]),
+    "a column that is entirely empty": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv", _empty_column),
                    "--target", "y"],
-        ["'comment'", "non-numeric", "distinct values"]),
-    "stray text in a numeric feature": (
-        lambda d: ["regression", "--data", _regression(d / "r.csv", _set([6], "x1", "abc")),
+        ["'notes' is entirely empty", "--drop"]),
+    "--drop the target": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
+                   "--drop", "y"],
+        ["--drop names the target 'y'"]),
+    "--drop an unknown column": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
+                   "--drop", "x_3"],
+        ["--drop: no column 'x_3'", "Did you mean 'x3'", "Columns: x1, x2, x3"]),
+    "--features an unknown column": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
+                   "--features", "x1,xx2"],
+        ["--features: no column 'xx2'", "Did you mean 'x2'"]),
+    "--features that leave no column": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
+                   "--features", "x1", "--drop", "x1"],
+        ["No feature column is left"]),
+    "duplicate column names": (
+        lambda d: ["regression", "--data", _write(d / "dup.csv", "x1,y,y,label\n"
+                                                  + "1,2,3,4\n" * 12), "--target", "y"],
+        ["more than once", "'y' (columns 2, 3)"]),
+    "a folder as --data": (
+        lambda d: ["regression", "--data", d, "--target", "y"], ["is a folder"]),
+    "an Excel file": (
+        lambda d: ["regression", "--data", _write_bytes(d / "book.xlsx", b"PK\x03\x04rest"),
+                   "--target", "y"], ["Excel", "CSV"]),
+    "neither CSV nor Parquet": (
+        lambda d: ["regression", "--data", _write(d / "data.json", "[]"), "--target", "y"],
+        ["CSV", "Parquet", ".json"]),
+    "a damaged Parquet file": (
+        lambda d: ["regression", "--data", _write_bytes(d / "t.parquet", b"PAR1 broken"),
+                   "--target", "y"], ["Could not read", "Parquet"]),
+    "--test-data with other columns": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
+                   "--test-data", helpers.write_csv(d / "t.csv", ["x1", "x2", "x9", "y"],
+                                                     [[1, 2, 3, 4]] * 5)],
+        ["--test-data has other columns", "lacks x3", "has x9"]),
+    "--val-data without --data": (
+        lambda d: ["regression", "--val-data", _regression(d / "r.csv")], ["go with --data"]),
+    "regression-looking target for binary": (
+        lambda d: ["binary", "--data", _integer_target(d / "r.csv"), "--target", "y"],
+        ["quantity", "regression"]),
+    "constant target": (
+        lambda d: ["regression", "--data", _regression(d / "r.csv", _set(range(48), "y", "7.25")),
                    "--target", "y"],
-        ["'x1'", "'abc'", "1 rows"]),
+        ["same value in every row", "7.25"]),
     "three classes for binary": (
         lambda d: ["binary", "--data", helpers.multiclass_csv(d / "m.csv"),
                    "--target", "species"],
@@ -227,18 +296,30 @@ def test_fingerprint_changes_with_the_data(tmp_path):
     assert first == same != other.fingerprint
 
 
-def test_transform_refuses_missing_columns():
+def test_new_rows_lacking_a_feature_column_are_refused():
     import pandas as pd
 
-    columns = [{"name": "a", "kind": "numeric", "mean": 0.0, "std": 1.0},
-               {"name": "b", "kind": "numeric", "mean": 0.0, "std": 1.0}]
+    meta = {"schema": [{"name": "a", "kind": "numeric"}, {"name": "b", "kind": "numeric"}],
+            "columns": []}
     with pytest.raises(DlrefError, match="lacks feature columns .*b"):
-        tabular.transform(pd.DataFrame({"a": [1.0]}), columns)
+        tabular.features_for(pd.DataFrame({"a": [1.0]}), meta, "new.csv")
 
 
-def test_unseen_category_becomes_all_zeros():
+def test_unseen_category_becomes_all_zeros_and_is_counted():
     import pandas as pd
 
-    columns = [{"name": "color", "kind": "categorical", "categories": ["blue", "red"]}]
-    x = tabular.transform(pd.DataFrame({"color": ["red", "purple"]}), columns)
+    from dlref.data import columns
+
+    encoding = [{"name": "color", "kind": "categorical", "categories": ["blue", "red"]}]
+    x, unseen = columns.encode(pd.DataFrame({"color": ["red", "purple"]}), encoding)
     np.testing.assert_array_equal(x, [[0.0, 1.0], [0.0, 0.0]])
+    assert unseen == {"color": (1, "purple")}
+
+
+def test_free_text_column_is_left_out_with_a_notice(tmp_path):
+    header, rows = helpers.regression_rows()
+    _text_column(header, rows)
+    data = _load(helpers.write_csv(tmp_path / "r.csv", header, rows), "regression", "y")
+    assert "comment" in data.meta["left_out"]
+    assert data.meta["features"] == ["x1", "x2", "x3"]
+    assert any("Left out: comment" in line and "--features" in line for line in data.notes)

@@ -120,7 +120,7 @@ def test_predict_matches_the_saved_model(trained, tmp_path):
     helpers.assert_ok(helpers.invoke("predict", run, "--data", new, "--output", out))
     meta = io.read_json(run / "artifacts" / "meta.json")
     model = keras.saving.load_model(run / "model.keras")
-    x = tabular.transform(pd.read_csv(new), meta["columns"])
+    x, _ = tabular.features_for(pd.read_csv(new), meta, str(new))
     np.testing.assert_allclose(pd.read_csv(out)["predicted_y"],
                                model.predict(x, verbose=0)[:, 0], rtol=1e-5)
 
@@ -148,23 +148,40 @@ def test_predict_on_data_missing_a_feature(trained, tmp_path):
     assert not out.exists()
 
 
-def test_predict_refuses_nan_features(trained, tmp_path):
+def test_predict_fills_gaps_with_the_training_medians(trained, tmp_path):
+    import keras
+
+    from dlref import io
+
+    run = trained["multiclass"]["run"]
     header, table = helpers.multiclass_rows(12, 9)
     table[4][1] = ""
     path = helpers.write_csv(tmp_path / "holes.csv", header[:-1], [r[:-1] for r in table])
-    result = helpers.invoke("predict", trained["multiclass"]["run"], "--data", path)
-    helpers.assert_user_error(result, "'x2'", "NaN in 1 rows")
-
-
-def test_predict_refuses_text_in_a_numeric_feature(trained, tmp_path):
-    header, table = helpers.multiclass_rows(12, 9)
-    table[3][0] = "n.a."
-    path = helpers.write_csv(tmp_path / "text.csv", header[:-1], [r[:-1] for r in table])
     out = tmp_path / "out.csv"
+    result = helpers.invoke("predict", run, "--data", path, "--output", out)
+    helpers.assert_ok(result)
+    assert "1 row with gaps" in result.output and "Wrote 12 predictions" in result.output
+    meta = io.read_json(run / "artifacts" / "meta.json")
+    x2 = next(c for c in meta["columns"] if c["name"] == "x2")
+    filled = [x2["fill"] if v == "" else float(v) for v in table[4][:4]]
+    x = np.array([[(v - c["mean"]) / c["std"] for v, c in zip(filled, meta["columns"])]])
+    model = keras.saving.load_model(run / "model.keras")
+    expected = model.predict(x.astype("float32"), verbose=0)[0]
+    written = pd.read_csv(out).iloc[4]
+    np.testing.assert_allclose([written[f"probability_{c}"] for c in meta["classes"]], expected,
+                               rtol=1e-5)
+
+
+def test_predict_warns_about_text_in_a_numeric_feature(trained, tmp_path):
+    header, table = helpers.multiclass_rows(12, 9)
+    table[3][0] = "abc"
+    table[5][0] = "n.a."  # A way to write "missing": a gap, without a warning.
+    path = helpers.write_csv(tmp_path / "text.csv", header[:-1], [r[:-1] for r in table])
     result = helpers.invoke("predict", trained["multiclass"]["run"], "--data", path,
-                            "--output", out)
-    helpers.assert_user_error(result, "'x1'", "'n.a.'")
-    assert not out.exists()
+                            "--output", tmp_path / "out.csv")
+    helpers.assert_ok(result)
+    assert "text where training had numbers (x1: 1 row, e.g. 'abc')" in result.output
+    assert "2 rows with gaps" in result.output
 
 
 def test_predict_needs_data(trained):

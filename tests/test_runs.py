@@ -146,10 +146,11 @@ def test_runs_table_and_json(trained):
     result = helpers.invoke("runs", "--runs-dir", root)
     helpers.assert_ok(result)
     header, *rows = result.output.strip().splitlines()
-    assert header.split() == ["recipe", "run", "status", "epochs", "monitored", "test", "when"]
+    assert header.split() == ["recipe", "run", "data", "status", "epochs", "monitored", "test",
+                              "when"]
     for recipe, found in trained.items():
         row = next(r for r in rows if found["run"].name in r)
-        assert row.split()[:4] == [recipe, found["run"].name, "completed", "2"]
+        assert row.split()[:5] == [recipe, found["run"].name, found["data"].name, "completed", "2"]
     as_json = helpers.invoke("runs", "--runs-dir", root, "--json")
     helpers.assert_ok(as_json)
     listed = json.loads(as_json.output)
@@ -157,6 +158,8 @@ def test_runs_table_and_json(trained):
         (recipe, found["run"].name, "completed") for recipe, found in trained.items()}
     only = json.loads(helpers.invoke("runs", "binary", "--runs-dir", root, "--json").output)
     assert [m["recipe"] for m in only] == ["binary"]
+    assert only[0]["source"] == {"data": str(trained["binary"]["data"].resolve()),
+                                 "target": "churned"}
 
 
 def test_runs_reads_dlref_runs_dir(trained, monkeypatch):

@@ -1,341 +1,282 @@
-"""Tabular data: CSV reading, validation, target encoding, the train-only scaler, one-hot columns.
+"""Tabular data for the regression, binary and multiclass recipes: from a file (or a built-in
+table) to model inputs, the way a data scientist would prepare it by hand.
 
-Everything fitted here (feature means and deviations, category lists, class labels, the
-trivial baselines' statistics) is fitted on the training split only and kept as plain JSON
-in `meta`, so `dlref predict` applies exactly what the model was trained with.
+read (tables.py) -> rows without a target dropped -> columns chosen (--features, --drop) ->
+kinds (columns.py: numeric, boolean, date, category; identifiers and constants left out) ->
+gaps (--missing impute | drop | error) -> split (or --val-data / --test-data as given) ->
+encoding fitted on the training split only -> summary and leakage check (overview.py).
+
+Everything fitted (medians, scaler, categories, class labels, the trivial baselines'
+statistics) is plain JSON in `meta`, so `dlref predict` repeats exactly what training did.
 """
 
-import csv
+import dataclasses
 import hashlib
-from pathlib import Path
+import json
+import sys
 
 import numpy as np
 import pandas as pd
 
-from dlref.data import Dataset, builtin
+from dlref.data import MISSING_MODES, Dataset, builtin, columns, overview, tables, target
 from dlref.errors import DlrefError, close_match
+from dlref.text import listing, plural
 
-MAX_CATEGORIES = 50  # More distinct strings than this is free text or an ID, not a category.
-POSITIVE_WORDS = {"1", "true", "yes", "y", "positive", "pos"}
-
-
-# --- Reading ---------------------------------------------------------------------------------
+MAX_CATEGORIES = 50  # A text column keeps its 50 most frequent values; the rest are "(other)".
 
 
-def read_csv(path):
-    """Reads a CSV with a header row; the delimiter (, ; tab |) is sniffed from the first lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise DlrefError(f"Data file not found: {path}")
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-        sample = handle.read(65536)
-    if not sample.strip():
-        raise DlrefError(f"{path} is empty: expected a header row and data rows.")
-    try:
-        delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
-    except csv.Error:
-        delimiter = ","
-    try:
-        frame = pd.read_csv(path, sep=delimiter)
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise DlrefError(f"Could not parse {path} as CSV: {error}") from None
-    if all(_is_number(name) for name in frame.columns):
-        raise DlrefError(
-            f"{path}: the first row looks like data ({', '.join(map(str, frame.columns[:4]))}...). "
-            "dlref needs a header row with column names."
-        )
-    if frame.empty:
-        raise DlrefError(f"{path} has a header but no data rows.")
-    return frame
+@dataclasses.dataclass
+class Frames:
+    """The raw tables of one source: the training file and the pre-split files, if any."""
 
-
-def _is_number(text):
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _rows(mask):
-    rows = np.flatnonzero(np.asarray(mask))
-    shown = ", ".join(str(r + 2) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-    return f"{len(rows)} rows (file lines {shown})"
-
-
-# --- Target ----------------------------------------------------------------------------------
-
-
-def check_target(frame, target, where):
-    if target is None:
-        raise DlrefError(f"--target is required with --data: the column to predict in {where}.")
-    if target not in frame.columns:
-        raise DlrefError(
-            f"No target column {target!r} in {where}.{close_match(target, frame.columns)} "
-            f"Columns: {', '.join(map(str, frame.columns))}."
-        )
-    _check_finite(frame[[target]], "target")
-
-
-def encode_target(series, task, positive_class=None):
-    """Returns (y, meta) where meta holds the class names or nothing for regression."""
-    if task == "regression":
-        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            raise DlrefError(
-                f"Target {series.name!r} is not numeric (values like {series.iloc[0]!r}): "
-                "regression needs numbers. For class labels use `dlref train binary` or "
-                "`dlref train multiclass`."
-            )
-        return series.to_numpy(dtype="float32"), {}
-    _check_class_labels(series, task)
-    labels = series.astype(str).to_numpy()
-    classes = [str(v) for v in sorted(series.unique(), key=_sort_key)]
-    if task == "binary":
-        return _encode_binary(labels, classes, series.name, positive_class)
-    if len(classes) < 2:
-        raise DlrefError(
-            f"Target {series.name!r} has a single class ({classes[0]}): nothing to learn.")
-    index = {name: i for i, name in enumerate(classes)}
-    return np.array([index[v] for v in labels], dtype="int32"), {"classes": classes}
-
-
-def _sort_key(value):
-    return (0, float(value), "") if _is_number(str(value)) else (1, 0.0, str(value))
-
-
-def _check_class_labels(series, task):
-    values = series.dropna()
-    if pd.api.types.is_float_dtype(values) and not np.all(np.mod(values, 1) == 0):
-        raise DlrefError(
-            f"Target {series.name!r} holds fractional numbers ({values.iloc[0]!r}, ...), not class "
-            f"labels: {task} classification needs labels. For a continuous target use "
-            "`dlref train regression`."
-        )
-    distinct = values.nunique()
-    if distinct > max(100, len(values) // 2):
-        raise DlrefError(
-            f"Target {series.name!r} has {distinct} distinct values in {len(values)} rows: that is "
-            "not a class label. For a continuous target use `dlref train regression`."
-        )
-
-
-def _encode_binary(labels, classes, name, positive_class):
-    if positive_class is not None:
-        if positive_class not in classes:
-            raise DlrefError(
-                f"--positive-class {positive_class!r} is not a value of {name!r}."
-                f"{close_match(positive_class, classes)} Values: {', '.join(classes[:20])}."
-            )
-        negative = classes[0] if classes[0] != positive_class else classes[-1]
-        negative = negative if len(classes) == 2 else f"not {positive_class}"
-        return (labels == positive_class).astype("float32"), {
-            "classes": [negative, positive_class], "positive_class": positive_class,
-            "one_vs_rest": len(classes) > 2}
-    if len(classes) > 2:
-        raise DlrefError(
-            f"Target {name!r} has {len(classes)} classes ({', '.join(classes[:10])}), and binary "
-            "classification needs two. Use `dlref train multiclass`, or one-vs-rest with "
-            f"--positive-class VALUE (e.g. --positive-class {classes[-1]})."
-        )
-    if len(classes) < 2:
-        raise DlrefError(f"Target {name!r} has a single class ({classes[0]}): nothing to learn.")
-    positive = next((c for c in classes if c.lower() in POSITIVE_WORDS), classes[1])
-    negative = classes[0] if classes[1] == positive else classes[1]
-    return (labels == positive).astype("float32"), {
-        "classes": [negative, positive], "positive_class": positive}
-
-
-# --- Features --------------------------------------------------------------------------------
-
-
-def _check_finite(frame, what):
-    problems = []
-    for column in frame.columns:
-        values = frame[column]
-        if values.isna().any():
-            problems.append(f"{column!r}: NaN in {_rows(values.isna())}")
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            infinite = np.isinf(values.to_numpy(dtype="float64"))
-            if infinite.any():
-                problems.append(f"{column!r}: inf in {_rows(infinite)}")
-    if problems:
-        raise DlrefError(
-            f"Missing or infinite values in the {what}: " + "; ".join(problems)
-            + ". Fill or drop those rows first."
-        )
-
-
-def fit_features(frame):
-    """Learns the per-column transform from the training rows: standardize or one-hot."""
-    columns = []
-    for name in frame.columns:
-        values = frame[name]
-        if pd.api.types.is_numeric_dtype(values):
-            numbers = values.to_numpy(dtype="float64")
-            std = float(numbers.std())
-            columns.append({"name": str(name), "kind": "numeric",
-                            "mean": float(numbers.mean()), "std": std if std > 0 else 1.0})
-        else:
-            categories = sorted(values.astype(str).unique())
-            columns.append({"name": str(name), "kind": "categorical", "categories": categories})
-    return columns
-
-
-def check_features(frame):
-    """Refuses NaN / inf and string columns that are not categories, before anything is fitted."""
-    _check_finite(frame, "features")
-    for name in frame.columns:
-        values = frame[name]
-        if pd.api.types.is_numeric_dtype(values):
-            continue
-        numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().mean() >= 0.9:
-            bad = values[numeric.isna()]
-            raise DlrefError(
-                f"Feature column {name!r} is numeric except for values like {bad.iloc[0]!r} in "
-                f"{_rows(numeric.isna())}. Fix those cells (decimal comma? a text marker for "
-                "missing?) and try again."
-            )
-        distinct = values.nunique()
-        if distinct > MAX_CATEGORIES or distinct > 0.5 * len(values):
-            raise DlrefError(
-                f"Feature column {name!r} is non-numeric with {distinct} distinct values "
-                f"(e.g. {values.iloc[0]!r}): too many to one-hot encode as a category. Drop it, "
-                "or turn it into numbers, before training."
-            )
-
-
-def transform(frame, columns):
-    """Applies the fitted transform; a category unseen in training becomes all zeros."""
-    missing = [c["name"] for c in columns if c["name"] not in frame.columns]
-    if missing:
-        raise DlrefError(
-            f"The data lacks feature columns the model was trained on: {', '.join(missing)}."
-        )
-    blocks = []
-    for column in columns:
-        values = frame[column["name"]]
-        if column["kind"] == "numeric":
-            numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64")
-            # Text in a column trained as numbers would silently become NaN predictions.
-            text = np.isnan(numbers) & values.notna().to_numpy()
-            if text.any():
-                raise DlrefError(
-                    f"Feature column {column['name']!r} was numeric in training but has values "
-                    f"like {values[text].iloc[0]!r} in {_rows(text)}. Fix those cells first."
-                )
-            blocks.append(((numbers - column["mean"]) / column["std"])[:, None])
-        else:
-            blocks.append(values.astype(str).to_numpy()[:, None] == np.array(column["categories"]))
-    return np.hstack(blocks).astype("float32")
-
-
-def feature_names(columns):
-    names = []
-    for column in columns:
-        if column["kind"] == "numeric":
-            names.append(column["name"])
-        else:
-            names.extend(f"{column['name']}={c}" for c in column["categories"])
-    return names
+    train: pd.DataFrame
+    val: pd.DataFrame | None
+    test: pd.DataFrame | None
+    target: str
+    where: str
+    notes: list
 
 
 # --- Loading ---------------------------------------------------------------------------------
 
 
 def load(source, task, default_dataset, seed, val_fraction, test_fraction):
-    """Loads, validates, splits and preprocesses a table for `task` (regression/binary/multiclass).
+    """Reads, checks, splits and encodes a table for `task` (regression / binary / multiclass).
 
     Args:
         source: the Source; --data wins over --dataset, which wins over `default_dataset`.
-        val_fraction, test_fraction: shares of the rows held out (stratified for classifiers).
+        val_fraction, test_fraction: shares of the rows held out (stratified for classifiers),
+            for the splits that no --val-data / --test-data file gives.
     """
-    frame, target, test_frame, where = _read_source(source, default_dataset)
-    check_target(frame, target, where)
-    features = frame.drop(columns=[target])
-    if features.shape[1] == 0:
-        raise DlrefError(f"{where} has no feature columns besides the target {target!r}.")
-    check_features(features)
-    y, target_meta = encode_target(frame[target], task, source.positive_class)
-    train_idx, val_idx, test_idx = _split(y, task, seed, val_fraction, test_fraction, test_frame)
-    if test_frame is not None:
-        check_target(test_frame, target, where)
-        y_test, _ = encode_target(test_frame[target], task, source.positive_class)
-        x_test_frame = test_frame.drop(columns=[target])
-    else:
-        y_test, x_test_frame = y[test_idx], features.iloc[test_idx]
-    columns = fit_features(features.iloc[train_idx])
-    meta = {"task": task, "target": str(target), "source": where, "columns": columns,
-            "features": feature_names(columns), **target_meta,
-            "trivial": _trivial_stats(y[train_idx], task)}
-    return Dataset(
-        train=(transform(features.iloc[train_idx], columns), y[train_idx]),
-        val=(transform(features.iloc[val_idx], columns), y[val_idx]),
-        test=(transform(x_test_frame, columns), y_test),
-        meta=meta,
-        fingerprint=fingerprint(frame),
-    )
+    missing = _missing_mode(source)
+    frames = read_frames(source, default_dataset)
+    notes = list(frames.notes)
+    rows_read = sum(len(frame) for _, frame in _splits(frames))
+    name = frames.target
+    notes += _drop_rows_without_target(frames)
+    names = select_columns(frames.train, name, source, frames.where)
+    _check_same_columns(frames, names)
+    schema, left_out, problems = columns.infer_schema(frames.train, names, source.features or ())
+    if problems:
+        raise DlrefError("Some columns cannot be used as they are:\n  - " + "\n  - ".join(problems)
+                         + "\nFix them in the file, or leave them out with --drop COLUMN.")
+    if not schema:
+        raise DlrefError(f"{frames.where} has no usable feature column besides the target "
+                         f"{name!r} (left out: {_reasons(left_out)}). Keep one with --features.")
+    tables_ = {split: columns.typed(frame, schema) for split, frame in _splits(frames)}
+    _check_infinite(tables_, frames.where)
+    gap_counts, dropped_rows, rows_before = _handle_gaps(frames, tables_, schema, missing)
+
+    y, target_meta = target.encode(frames.train[name], task, source.positive_class)
+    given = {split: target.apply(frames_[name], target_meta, task, where)
+             for split, frames_, where in _given_splits(frames, source)}
+    train_rows, val_rows, test_rows = _split(y, task, seed, val_fraction, test_fraction,
+                                             need_val="val" not in given,
+                                             need_test="test" not in given)
+    train_table = tables_["train"].iloc[train_rows]
+    encoding = columns.fit_encoding(train_table, schema, missing,
+                                    source.max_categories or MAX_CATEGORIES)
+    x_train, _ = columns.encode(train_table, encoding)
+    val = given.get("val")
+    val = (columns.encode(tables_["val"], encoding)[0], val) if val is not None else (
+        columns.encode(tables_["train"].iloc[val_rows], encoding)[0], y[val_rows])
+    test = given.get("test")
+    test = (columns.encode(tables_["test"], encoding)[0], test) if test is not None else (
+        columns.encode(tables_["train"].iloc[test_rows], encoding)[0], y[test_rows])
+
+    meta = {"task": task, "target": str(name), "source": frames.where, "missing": missing,
+            "schema": schema, "columns": encoding, "features": columns.feature_names(encoding),
+            "left_out": left_out, **target_meta, "trivial": _trivial_stats(y[train_rows], task)}
+    rows = {"read": rows_read,
+            "train": len(train_rows), "validation": len(val[1]), "test": len(test[1])}
+    notes += overview.summary(frames.where, name, _task_line(task, target_meta), rows, schema,
+                              encoding, gap_counts, left_out, missing)
+    line = overview.missing_line(gap_counts, missing, dropped_rows, rows_before)
+    notes += [line] if line else []
+    warnings = overview.leakage_warnings(train_table, schema, encoding, y[train_rows], task,
+                                         name, seed)
+    return Dataset(train=(x_train, y[train_rows]), val=val, test=test, meta=meta,
+                   fingerprint=fingerprint(frames, source), notes=notes, warnings=warnings)
 
 
-def load_labelled(path, meta):
-    """A user's labelled CSV as a test set, encoded with a trained run's meta (for evaluate)."""
-    frame = read_csv(path)
-    check_target(frame, meta["target"], str(path))
-    task = meta["task"]
-    if task == "regression":
-        y, _ = encode_target(frame[meta["target"]], task)
-    else:
-        labels = frame[meta["target"]].astype(str)
-        known = meta["classes"]
-        unknown = sorted(set(labels) - set(known))
-        if unknown and not meta.get("one_vs_rest"):
-            raise DlrefError(
-                f"{path} has classes the model never saw: {', '.join(unknown[:10])}. "
-                f"Known: {', '.join(known)}."
-            )
-        if task == "binary":
-            y = (labels == meta["positive_class"]).to_numpy(dtype="float32")
-        else:
-            y = labels.map({c: i for i, c in enumerate(known)}).to_numpy(dtype="int32")
-    features = frame.drop(columns=[meta["target"]])
-    known = [c["name"] for c in meta["columns"] if c["name"] in features]
-    _check_finite(features[known], "features")
-    x = transform(features, meta["columns"])
-    empty = (x[:0], y[:0])
-    return Dataset(train=empty, val=empty, test=(x, y), meta=meta, fingerprint=fingerprint(frame))
-
-
-def _read_source(source, default_dataset):
+def read_frames(source, default_dataset):
+    """The training table (and pre-split files) of a source, with the target's name."""
     if source.data:
-        return read_csv(source.data), source.target, None, str(source.data)
+        train, notes = tables.read_table(source.data)
+        val, test = (_read_split(path, notes) for path in (source.val_data, source.test_data))
+        check_target_name(train, source.target, source.data)
+        return Frames(train, val, test, source.target.strip(), str(source.data), notes)
+    if source.val_data or source.test_data:
+        raise DlrefError("--val-data and --test-data go with --data (the training file).")
     name = source.dataset or default_dataset
-    frame, target, test_frame = builtin.load(name)
-    if source.target and source.target != target:
-        raise DlrefError(f"Dataset {name} predicts {target!r}; --target applies to --data only.")
-    return frame, target, test_frame, f"{name} (built-in)" if not source.dataset else name
+    frame, name_of_target, test = builtin.load(name)
+    if source.target and source.target != name_of_target:
+        raise DlrefError(f"Dataset {name} predicts {name_of_target!r}; --target applies to "
+                         "--data only.")
+    where = f"{name} (built-in)" if not source.dataset else name
+    return Frames(frame, None, test, name_of_target, where, [])
 
 
-def _split(y, task, seed, val_fraction, test_fraction, test_frame):
+def _read_split(path, notes):
+    if not path:
+        return None
+    frame, more = tables.read_table(path)
+    notes += more
+    return frame
+
+
+def check_target_name(frame, name, where):
+    if name is None:
+        raise DlrefError(f"--target is required with --data: the column to predict in {where}.")
+    target.check_present(frame, name.strip(), where)
+
+
+def select_columns(frame, name, source, where):
+    """The feature columns: --features (in the file's order) or all, less --drop and the target."""
+    available = [c for c in frame.columns if c != name]
+    drop = [c.strip() for c in source.drop]
+    chosen = [c.strip() for c in source.features] if source.features is not None else None
+    for option, given in (("--drop", drop), ("--features", chosen or [])):
+        for column in given:
+            if column == name:
+                raise DlrefError(f"{option} names the target {name!r}: the target is never a "
+                                 "feature. Name another --target, or leave it out of " + option)
+            if column not in frame.columns:
+                raise DlrefError(f"{option}: no column {column!r} in {where}."
+                                 f"{close_match(column, available)} Columns: "
+                                 f"{listing(available, 40)}.")
+    names = [c for c in available if (chosen is None or c in chosen) and c not in drop]
+    if not names:
+        raise DlrefError(f"No feature column is left after --features / --drop (columns of "
+                         f"{where}: {listing(available, 40)}).")
+    return names
+
+
+def _check_same_columns(frames, names):
+    needed = set(names) | {frames.target}
+    for option, frame in (("--val-data", frames.val), ("--test-data", frames.test)):
+        if frame is None:
+            continue
+        lacking = [c for c in frames.train.columns if c in needed and c not in frame.columns]
+        extra = [c for c in frame.columns if c not in frames.train.columns]
+        if lacking or extra:
+            parts = ([f"lacks {listing(lacking)}"] if lacking else []) + (
+                [f"has {listing(extra)}, which the training file does not"] if extra else [])
+            raise DlrefError(f"{option} has other columns than --data: it "
+                             + "; it ".join(parts) + ". Give files with the same header.")
+
+
+def _splits(frames):
+    return [(split, frame) for split, frame in
+            (("train", frames.train), ("val", frames.val), ("test", frames.test))
+            if frame is not None]
+
+
+def _given_splits(frames, source):
+    return [(split, frame, path or f"the {split} set of {frames.where}") for split, frame, path in
+            (("val", frames.val, source.val_data), ("test", frames.test, source.test_data))
+            if frame is not None]
+
+
+def _drop_rows_without_target(frames):
+    notes = []
+    for split, frame in _splits(frames):
+        empty = frame[frames.target].isna()
+        if empty.all():
+            raise DlrefError(f"The target {frames.target!r} is empty in every row of the "
+                             f"{split} data.")
+        if empty.any():
+            setattr(frames, split, frame[~empty])
+            where = "" if split == "train" else f" of the {split} file"
+            notes.append(f"Dropped {plural(int(empty.sum()), 'row')}{where} whose target "
+                         f"{frames.target!r} is missing.")
+        _check_finite_target(frame[~empty][frames.target], frames.target)
+    return notes
+
+
+def _check_finite_target(values, name):
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        infinite = np.isinf(values.to_numpy(dtype="float64"))
+        if infinite.any():
+            raise DlrefError(f"Infinite values in the target {name!r}: inf in "
+                             f"{_rows(infinite, values.index)}. Fix or remove those rows.")
+
+
+def _check_infinite(tables_, where):
+    problems = []
+    for split, table in tables_.items():
+        for name in table.columns:
+            values = table[name]
+            if pd.api.types.is_float_dtype(values):
+                infinite = np.isinf(values.to_numpy())
+                if infinite.any():
+                    problems.append(f"{name!r}: inf in {_rows(infinite, values.index)}"
+                                    + ("" if split == "train" else f" of the {split} file"))
+    if problems:
+        raise DlrefError(f"Infinite values in the features of {where}: " + "; ".join(problems)
+                         + ". Replace them, or leave the column out with --drop COLUMN.")
+
+
+def _handle_gaps(frames, tables_, schema, missing):
+    """Applies --missing; returns ({column: rows with a gap}, rows dropped, rows before)."""
+    found = {split: columns.gaps(table, schema) for split, table in tables_.items()}
+    counts = {spec["name"]: int(sum(g[spec["name"]].sum() for g in found.values()))
+              for spec in schema}
+    if missing == "error" and any(counts.values()):
+        problems = [f"{name!r}: missing in {_rows(found['train'][name], frames.train.index)}"
+                    for name, count in counts.items() if found["train"][name].any()]
+        problems += [f"{name!r}: missing in {plural(count, 'row')} of the pre-split files"
+                     for name, count in counts.items() if count and not found["train"][name].any()]
+        raise DlrefError("Missing values in the features: " + "; ".join(problems) + ". Fill or "
+                         "drop those rows first, or let dlref do it: --missing impute (median "
+                         "and indicator, the default) or --missing drop.")
+    if missing != "drop" or not any(counts.values()):
+        return counts, 0, 0
+    before = sum(len(table) for table in tables_.values())
+    for split, table in list(tables_.items()):
+        keep = ~pd.concat(found[split].values(), axis=1).any(axis=1)
+        tables_[split] = table[keep]
+        setattr(frames, split, getattr(frames, split)[keep])
+        if not keep.any():
+            raise DlrefError(f"Every row of the {split} data has a gap, so --missing drop leaves "
+                             "nothing: use --missing impute, or --drop the emptiest columns.")
+    return counts, before - sum(len(table) for table in tables_.values()), before
+
+
+def _missing_mode(source):
+    missing = source.missing or "impute"
+    if missing not in MISSING_MODES:
+        raise DlrefError(f"--missing must be one of {', '.join(MISSING_MODES)}, got {missing!r}.")
+    if source.max_categories is not None and source.max_categories < 1:
+        raise DlrefError(f"--max-categories must be at least 1, got {source.max_categories}.")
+    return missing
+
+
+def _split(y, task, seed, val_fraction, test_fraction, need_val=True, need_test=True):
+    """Row positions of (train, val, test); a split given as a file gets none."""
     from sklearn.model_selection import train_test_split
 
     if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DlrefError("val_fraction and test_fraction must be between 0 and 1, summing below 1.")
     if len(y) < 10:
-        raise DlrefError(f"Only {len(y)} data rows: dlref needs at least 10 to train and test.")
-    indices = np.arange(len(y))
-    held_out = val_fraction + (0 if test_frame is not None else test_fraction)
+        raise DlrefError(f"Only {plural(len(y), 'data row')}: dlref needs at least 10 to train "
+                         "and test.")
+    indices, empty = np.arange(len(y)), np.arange(0)
+    held = {"val": val_fraction if need_val else 0.0, "test": test_fraction if need_test else 0.0}
+    if not sum(held.values()):
+        return indices, empty, empty
     stratify = y if task != "regression" and np.bincount(y.astype(int)).min() >= 3 else None
-    train_idx, rest_idx = train_test_split(indices, test_size=held_out, random_state=seed,
-                                           stratify=stratify)
-    if test_frame is not None:
-        return train_idx, rest_idx, None
+    train_idx, rest_idx = train_test_split(indices, test_size=sum(held.values()),
+                                           random_state=seed, stratify=stratify)
+    if not (need_val and need_test):
+        return (train_idx, rest_idx, empty) if need_val else (train_idx, empty, rest_idx)
     rest_stratify = stratify[rest_idx] if stratify is not None else None
+    share = held["test"] / sum(held.values())
     try:
-        val_idx, test_idx = train_test_split(rest_idx, test_size=test_fraction / held_out,
-                                             random_state=seed, stratify=rest_stratify)
+        val_idx, test_idx = train_test_split(rest_idx, test_size=share, random_state=seed,
+                                             stratify=rest_stratify)
     except ValueError:  # A class too rare to stratify the small held-out part.
-        val_idx, test_idx = train_test_split(rest_idx, test_size=test_fraction / held_out,
-                                             random_state=seed)
+        val_idx, test_idx = train_test_split(rest_idx, test_size=share, random_state=seed)
     return train_idx, val_idx, test_idx
 
 
@@ -346,22 +287,115 @@ def _trivial_stats(y_train, task):
     return {"majority": int(np.argmax(counts)), "prior": (counts / counts.sum()).tolist()}
 
 
-def fingerprint(frame):
-    digest = hashlib.sha256(",".join(map(str, frame.columns)).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+def _task_line(task, target_meta):
+    if task == "binary":
+        return f"binary, positive class {target_meta['positive_class']!r}"
+    if task == "multiclass":
+        return f"multiclass, {plural(len(target_meta['classes']), 'class', 'classes')}"
+    return "regression"
+
+
+def fingerprint(frames, source=None):
+    """Identifies the rows and the options that shape them: a resume, a tuned config or an
+    evaluation on other data is noticed."""
+    digest = hashlib.sha256()
+    for _, frame in _splits(frames) if isinstance(frames, Frames) else [("", frames)]:
+        digest.update(",".join(map(str, frame.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    if source is not None:
+        shaping = {k: v for k, v in source.to_dict().items()
+                   if k in ("target", "positive_class", "missing", "drop", "features",
+                            "max_categories")}
+        digest.update(json.dumps(shaping, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
-# --- Predicting ------------------------------------------------------------------------------
+def _rows(mask, index):
+    rows = np.asarray(index)[np.asarray(mask)]
+    shown = ", ".join(str(r + 2) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    return f"{plural(len(rows), 'row')} (file lines {shown})"
+
+
+def _reasons(left_out):
+    return "; ".join(f"{k}: {v}" for k, v in left_out.items()) or "none"
+
+
+# --- New rows: evaluate --data and predict -----------------------------------------------------
+
+
+def features_for(frame, meta, where):
+    """New rows encoded as in training: (x, notes); gaps filled with the training medians and
+    categories never seen in training counted, per column, in the notes."""
+    schema = meta.get("schema") or _schema_of_old_run(meta)
+    lacking = [spec["name"] for spec in schema if spec["name"] not in frame.columns]
+    if lacking:
+        raise DlrefError(f"{where} lacks feature columns the model was trained on: "
+                         f"{listing(lacking, 20)}.")
+    table = columns.typed(frame, schema)
+    gap_rows = pd.concat(columns.gaps(table, schema).values(), axis=1).any(axis=1)
+    notes = _text_in_numbers(frame, table, schema)
+    if gap_rows.any():
+        if meta.get("missing") == "error":
+            raise DlrefError(f"{where}: {plural(int(gap_rows.sum()), 'row')} with gaps, and the "
+                             "model was trained with --missing error.")
+        notes.append(f"{plural(int(gap_rows.sum()), 'row')} with gaps: filled as in training "
+                     "(median and indicator for numbers, (missing) for text).")
+    x, unseen = columns.encode(table, meta["columns"])
+    if unseen:
+        shown = "; ".join(f"{name}: {plural(count, 'row')}, e.g. {example!r}"
+                          for name, (count, example) in unseen.items())
+        notes.append(f"Warning: values never seen in training ({shown}); they count as "
+                     "(other) where training had rare values, else as no category.")
+    return x, notes
+
+
+def _text_in_numbers(frame, table, schema):
+    """Warnings for cells of text where training had numbers (they are treated as gaps)."""
+    found = []
+    for spec in schema:
+        if spec["kind"] not in ("numeric", "boolean"):
+            continue
+        raw = frame[spec["name"]]
+        text = raw.notna() & table[spec["name"]].isna()
+        text &= ~raw.astype(str).str.strip().str.lower().isin(columns.MISSING_WORDS)
+        if text.any():
+            found.append(f"{spec['name']}: {plural(int(text.sum()), 'row')}, e.g. "
+                         f"{raw[text].iloc[0]!r}")
+    if not found:
+        return []
+    return [f"Warning: text where training had numbers ({'; '.join(found)}); treated as gaps."]
+
+
+def _schema_of_old_run(meta):
+    """Runs made before dlref knew column kinds: numbers and categories by their encoding."""
+    kinds = {"numeric": "numeric", "categorical": "category"}
+    return [{"name": c["name"], "kind": kinds[c["kind"]]} for c in meta["columns"]]
+
+
+def load_labelled(path, meta):
+    """A user's labelled file as a test set, encoded with a trained run's meta (for evaluate)."""
+    frame, notes = tables.read_table(path)
+    name = meta["target"]
+    target.check_present(frame, name, str(path))
+    empty = frame[name].isna()
+    if empty.any():
+        notes.append(f"Dropped {plural(int(empty.sum()), 'row')} whose target {name!r} is "
+                     "missing.")
+        frame = frame[~empty]
+    y = target.apply(frame[name], meta, meta["task"], str(path))
+    x, more = features_for(frame, meta, str(path))
+    _say(notes + more)
+    empty = (x[:0], y[:0])
+    return Dataset(train=empty, val=empty, test=(x, y), meta=meta,
+                   fingerprint=fingerprint(frame))
 
 
 def predict(model, meta, path):
-    """Predictions for a CSV of new rows: the input columns plus prediction (and probabilities)."""
-    frame = read_csv(path)
-    features = frame.drop(columns=[meta["target"]], errors="ignore")
-    needed = [c["name"] for c in meta["columns"] if c["name"] in features.columns]
-    _check_finite(features[needed], "features")
-    outputs = model.predict(transform(features, meta["columns"]), verbose=0)
+    """Predictions for a file of new rows: the input columns plus prediction (and probabilities)."""
+    frame, notes = tables.read_table(path)
+    x, more = features_for(frame.drop(columns=[meta["target"]], errors="ignore"), meta, str(path))
+    _say(notes + more)
+    outputs = model.predict(x, verbose=0)
     result = frame.copy()
     column = f"predicted_{meta['target']}"
     if meta["task"] == "regression":
@@ -376,3 +410,8 @@ def predict(model, meta, path):
         for i, name in enumerate(meta["classes"]):
             result[f"probability_{name}"] = outputs[:, i]
     return result
+
+
+def _say(lines):
+    for line in lines:
+        print(line, file=sys.stderr)

@@ -21,7 +21,7 @@ from dlref import config as configlib
 from dlref import registry, runs
 from dlref.data import Source
 from dlref.errors import DlrefError
-from dlref.training import describe_data, resolve_config, versions
+from dlref.training import describe_data, resolve_config, show_data, source_and_recipe, versions
 from dlref.tuning.distributed import Cluster, check, check_port_free
 from dlref.tuning.plan import Search, budget, budget_text, fingerprint, prepare, space_changes
 
@@ -33,6 +33,7 @@ __all__ = ["Search", "Cluster", "tune", "resume", "budget", "benchmark"]
 def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, search=Search(),
          cluster=Cluster(), run_name=None, runs_dir=None, argv=()):
     """Runs a search (or this worker's share of one); returns the run folder."""
+    name, source = source_and_recipe(name, source, config_file)
     recipe, preset, values = resolve_config(name, config_file, overrides, None, seed)
     if not registry.info(recipe)["tunable"]:
         tunable = [r for r in registry.RECIPES if registry.info(r)["tunable"]]
@@ -43,6 +44,7 @@ def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, se
     check(cluster)
     module = registry.load(recipe)
     config, data, settings, plan, hp, space = prepare(module, values, source, search)
+    show_data(data)
     root = runs.runs_root(runs_dir)
     if cluster.role == "worker":
         from dlref.tuning.distributed import work
@@ -53,7 +55,7 @@ def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, se
     run_dir = runs.create_run(root, recipe, run_name, prefix="tune-")
     runs.new_manifest(
         run_dir, "tune", recipe, argv, preset=preset, config=values,
-        source=dataclasses.asdict(source), seed=config.seed, versions=versions(),
+        source=source.to_dict(), seed=config.seed, versions=versions(),
         data=describe_data(data), search=settings, budget=plan,
         search_space={"fingerprint": fingerprint(space, values), "hyperparameters": space},
         role=cluster.role or "single", oracle=cluster.oracle, monitor=settings["objective"],
@@ -92,9 +94,7 @@ def resume(ref, *, name=None, source=Source(), config_file=None, overrides=(), s
     check(cluster)
     module = registry.load(manifest["recipe"])
     values = _values_on_resume(manifest, module, name, config_file, overrides, seed)
-    recorded = Source(**manifest["source"])
-    given = {k: v for k, v in dataclasses.asdict(source).items() if v is not None}
-    source = dataclasses.replace(recorded, **given)
+    source = source.over(Source.from_dict(manifest["source"]))
     config, data, settings, plan, hp, space = prepare(
         module, values, source, _search_on_resume(manifest["search"], search))
     if data.fingerprint != manifest["data"]["fingerprint"]:
@@ -248,7 +248,9 @@ def _print_summary(run_dir, module, settings, ranked, tuner):
         print(f"\nMemory (RSS): {tuner.rss_mib[0]:.0f} MiB after the first trial, "
               f"{tuner.rss_mib[-1]:.0f} MiB after the last.")
     best = run_dir / "best.toml"
-    print(f"\nBest config:  {best}\nTrain it:     dlref train {module.NAME} --config {best}"
+    source = Source.from_dict(runs.read_manifest(run_dir)["source"])
+    print(f"\nBest config:  {best}   (data: {source.describe()})"
+          f"\nTrain it:     dlref train {module.NAME} --config {best}"
           f"\nAll trials:   {run_dir / 'trials.csv'}\n"
           f"TensorBoard:  dlref tensorboard {run_dir / 'logs'}   (HParams tab)")
 

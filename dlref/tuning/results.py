@@ -88,7 +88,9 @@ class Results:
                                                             self.settings["max_epochs"])
         summary = (f"Best of {total} trials of {self.run_dir.name} ({self.settings['algorithm']}):"
                    f" trial {trial.trial_id}, {self.settings['objective']} {trial.score:.6g}")
-        return configlib.to_toml(self.module.NAME, values, summary=summary)
+        # The data the search ran on, so that `dlref train --config best.toml` trains on it too.
+        source = runs.read_manifest(self.run_dir).get("source") or {}
+        return configlib.to_toml(self.module.NAME, values, summary=summary, data=source)
 
     def record_memory(self, rss, peak):
         runs.update_manifest(self.run_dir, memory={"rss_mib_after_trial": rss,

@@ -1,0 +1,190 @@
+"""Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
+compressed) or Parquet, with a header row whose names may carry stray spaces.
+
+`read_table(path)` returns (frame, notes): the notes say what was guessed (an encoding other
+than UTF-8, a decimal comma), so a user can tell how the file was read.
+"""
+
+import codecs
+import csv
+import gzip
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from dlref.errors import DlrefError
+from dlref.text import listing, plural
+
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+CSV_SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".data", ".dat", ""}
+COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
+# Cells that mean "no value" in real exports, besides pandas' own (empty, NA, N/A, NaN, null...).
+MISSING_MARKERS = ["?", "-", "--"]
+_DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
+
+
+def read_table(path):
+    """Reads a CSV or Parquet file with a header row; returns (frame, notes)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DlrefError(f"{path} is a folder; --data expects a CSV or Parquet file.")
+    if not path.is_file():
+        raise DlrefError(f"Data file not found: {path}")
+    head = path.read_bytes()[:4] if path.stat().st_size else b""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if head == b"PAR1" or (suffixes and suffixes[-1] in PARQUET_SUFFIXES):
+        frame, notes = _read_parquet(path), []
+    else:
+        _check_csv_like(path, head, suffixes)
+        frame, notes = _read_csv(path)
+    return _tidy(frame, path), notes
+
+
+def _check_csv_like(path, head, suffixes):
+    plain = [s for s in suffixes if s not in COMPRESSED_SUFFIXES][-1:] or [""]
+    compressed = bool(suffixes) and suffixes[-1] in COMPRESSED_SUFFIXES
+    if head.startswith(b"PK") and not compressed:
+        raise DlrefError(f"{path} is a zip archive or an Excel workbook, not a CSV. Save the "
+                         "sheet as CSV (File > Save as > CSV UTF-8) or as Parquet.")
+    if plain[0] not in CSV_SUFFIXES and not compressed:
+        raise DlrefError(f"{path}: dlref reads CSV files (.csv, .tsv, .txt, also .gz / .zip "
+                         f"compressed) and Parquet (.parquet), not {plain[0]} files.")
+
+
+def _read_parquet(path):
+    try:
+        return pd.read_parquet(path)
+    except ImportError as error:
+        raise DlrefError(f"Reading Parquet needs pyarrow: {error}") from None
+    except Exception as error:  # pyarrow raises its own types for a damaged file.
+        raise DlrefError(f"Could not read {path} as Parquet ({type(error).__name__}: "
+                         f"{error}).") from None
+
+
+def _read_csv(path):
+    raw = _sample_bytes(path)
+    if not raw.strip():
+        raise DlrefError(f"{path} is empty: expected a header row and data rows.")
+    encoding, notes = _encoding(path, raw)
+    sample = raw.decode(encoding, errors="replace")
+    if "\x00" in sample:
+        raise DlrefError(f"{path} is not a text file (it holds NUL bytes). Save the data as "
+                         "CSV or Parquet.")
+    try:
+        delimiter = csv.Sniffer().sniff(sample[:65536], delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = ","
+    _check_header(path, sample, delimiter)
+    try:
+        frame = pd.read_csv(path, sep=delimiter, encoding=encoding, skipinitialspace=True,
+                            na_values=MISSING_MARKERS, low_memory=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
+    if delimiter != ",":
+        notes += _decimal_commas(frame)
+    return frame, notes
+
+
+def _sample_bytes(path, size=1 << 20):
+    if path.suffix.lower() == ".gz":
+        with gzip.open(path, "rb") as handle:
+            return handle.read(size)
+    if path.suffix.lower() in COMPRESSED_SUFFIXES:
+        return b"x"  # pandas decompresses; the sniffing falls back to its defaults.
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _encoding(path, raw):
+    """UTF-8 (with or without BOM) or UTF-16 by their marks; else Windows-1252, said so."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16", [f"Read {path.name} as UTF-16."]
+    if raw.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig", []
+    if len(raw) > 3 and raw[1:2] == b"\x00" and raw[3:4] == b"\x00":
+        return "utf-16-le", [f"Read {path.name} as UTF-16 (little endian, no byte-order mark)."]
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            for _ in handle:
+                pass
+        return "utf-8", []
+    except UnicodeDecodeError:
+        pass
+    except (OSError, EOFError):  # A compressed file: pandas reads it as UTF-8.
+        return "utf-8", []
+    try:
+        raw.decode("cp1252")
+        return "cp1252", [f"{path.name} is not UTF-8: read it as Windows-1252 (Latin-1)."]
+    except UnicodeDecodeError:
+        return "latin-1", [f"{path.name} is not UTF-8: read it as Latin-1."]
+
+
+def _check_header(path, sample, delimiter):
+    """Refuses a headerless file and duplicate column names, which pandas would rename."""
+    lines = sample.splitlines()
+    first = next(csv.reader(lines[:1], delimiter=delimiter), [])
+    names = [name.strip() for name in first]
+    if names and all(_is_number(name) for name in names):
+        shown = ", ".join(names[:4])
+        raise DlrefError(f"{path}: the first row looks like data ({shown}...). dlref needs a "
+                         "header row with column names.")
+    seen = {}
+    for index, name in enumerate(names, start=1):
+        if name:
+            seen.setdefault(name, []).append(index)
+    twice = {name: places for name, places in seen.items() if len(places) > 1}
+    if twice:
+        listed = "; ".join(f"{name!r} (columns {', '.join(map(str, places))})"
+                           for name, places in twice.items())
+        raise DlrefError(f"{path}: column names appear more than once: {listed}. Rename them "
+                         "so that each column has its own name.")
+    if len(lines) < 2:
+        raise DlrefError(f"{path} has a header but no data rows.")
+
+
+def _decimal_commas(frame):
+    """Text columns that are numbers written with a decimal comma (1,5) become numbers."""
+    converted = []
+    for name in frame.columns:
+        values = frame[name]
+        if not is_text(values):
+            continue
+        present = values.dropna().astype(str).str.strip()
+        if len(present) and present.str.match(_DECIMAL_COMMA).mean() >= 0.9:
+            numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
+            frame[name] = numbers.reindex(values.index)
+            converted.append(str(name))
+    if not converted:
+        return []
+    return [f"Read decimal commas as decimal points in {plural(len(converted), 'column')}: "
+            f"{listing(converted)}."]
+
+
+def _tidy(frame, path):
+    """Strips spaces from names and text cells; empty text cells count as missing."""
+    frame.columns = [str(name).strip() for name in frame.columns]
+    if frame.columns.duplicated().any():
+        names = sorted(set(frame.columns[frame.columns.duplicated()]))
+        raise DlrefError(f"{path}: column names appear more than once: {', '.join(names)}. "
+                         "Rename them so that each column has its own name.")
+    if frame.empty:
+        raise DlrefError(f"{path} has a header but no data rows.")
+    for name in frame.columns:
+        if is_text(frame[name]):
+            stripped = frame[name].map(lambda v: v.strip() if isinstance(v, str) else v)
+            frame[name] = stripped.mask(stripped == "")
+    return frame
+
+
+def is_text(values):
+    """Whether a column holds text (object or pandas' string dtype), not numbers or dates."""
+    return values.dtype == object or pd.api.types.is_string_dtype(values)
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False

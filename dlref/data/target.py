@@ -1,0 +1,176 @@
+"""The target column: which task it is, and its encoding (numbers, class indices, 0/1)."""
+
+import numpy as np
+import pandas as pd
+
+from dlref.data.columns import plain
+from dlref.errors import DlrefError, close_match
+
+POSITIVE_WORDS = {"1", "true", "yes", "y", "positive", "pos"}
+MAX_CLASS_NUMBERS = 20  # More distinct whole numbers than this is a quantity, not a label.
+
+
+def check_present(frame, target, where):
+    if target is None:
+        raise DlrefError(f"--target is required with --data: the column to predict in {where}.")
+    if target not in frame.columns:
+        raise DlrefError(
+            f"No target column {target!r} in {where}.{close_match(target, frame.columns)} "
+            f"Columns: {', '.join(map(str, frame.columns))}."
+        )
+
+
+def task_of(source):
+    """(recipe, reason) for `dlref train --data F --target T` without a recipe name."""
+    from dlref.data.tables import read_table
+
+    frame, _ = read_table(source.data)
+    check_present(frame, source.target.strip(), source.data)
+    task, reason = infer_task(frame[source.target.strip()])
+    if source.positive_class is not None and task == "multiclass":
+        return "binary", f"--positive-class {source.positive_class} -> binary, one-vs-rest"
+    return task, reason
+
+
+def infer_task(series):
+    """(task, reason) for `dlref train --data F --target T` without a recipe name."""
+    values = series.dropna()
+    if values.empty:
+        raise DlrefError(f"Target {series.name!r} is empty: no row has a value to learn.")
+    distinct = values.nunique()
+    shown = ", ".join(plain(v) for v in sorted(values.unique(), key=sort_key)[:5])
+    if distinct == 1:
+        raise DlrefError(f"Target {series.name!r} has a single value ({shown}): nothing to learn.")
+    if distinct == 2:
+        return "binary", f"2 distinct values ({shown}) -> binary"
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        _check_class_count(series, values, "multiclass")
+        return "multiclass", f"{distinct} distinct labels ({shown}, ...) -> multiclass"
+    if not np.all(np.mod(values, 1) == 0):
+        return "regression", "fractional numbers -> regression"
+    if distinct <= MAX_CLASS_NUMBERS:
+        return "multiclass", (f"{distinct} distinct whole numbers ({shown}, ...) -> multiclass; "
+                              "to predict them as a quantity, name the recipe: "
+                              "dlref train regression")
+    return "regression", f"{distinct} distinct whole numbers -> regression"
+
+
+def encode(series, task, positive_class=None):
+    """Returns (y, meta) where meta holds the class names or nothing for regression."""
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            raise DlrefError(
+                f"Target {series.name!r} is not numeric (values like {plain(series.iloc[0])}): "
+                "regression needs numbers. For class labels use `dlref train binary` or "
+                "`dlref train multiclass`."
+            )
+        if series.nunique() <= 1:
+            raise DlrefError(f"Target {series.name!r} has the same value in every row "
+                             f"({plain(series.iloc[0])}): nothing to learn.")
+        return series.to_numpy(dtype="float32"), {}
+    _check_class_labels(series, task)
+    text = labels_as_text(series)
+    labels = text.to_numpy(dtype=object)
+    classes = sorted(text.unique(), key=sort_key)
+    if task == "binary":
+        return _encode_binary(labels, classes, series.name, positive_class)
+    if len(classes) < 2:
+        raise DlrefError(
+            f"Target {series.name!r} has a single class ({classes[0]}): nothing to learn.")
+    index = {name: i for i, name in enumerate(classes)}
+    return np.array([index[v] for v in labels], dtype="int32"), {"classes": classes}
+
+
+def apply(series, meta, task, where):
+    """Encodes the target of another file (pre-split, or evaluate --data) with the classes
+    found in training; a class the model never saw is refused (one-vs-rest excepted)."""
+    if task == "regression":
+        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            raise DlrefError(f"The target {series.name!r} in {where} is not numeric (values "
+                             f"like {plain(series.iloc[0])}).")
+        return series.to_numpy(dtype="float32")
+    labels = labels_as_text(series)
+    known = meta["classes"]
+    unknown = sorted(set(labels) - set(known), key=sort_key)
+    if unknown and not meta.get("one_vs_rest"):
+        raise DlrefError(f"{where} has classes the model never saw: {', '.join(unknown[:10])}. "
+                         f"Known: {', '.join(known)}.")
+    if task == "binary":
+        return (labels == meta["positive_class"]).to_numpy(dtype="float32")
+    return labels.map({c: i for i, c in enumerate(known)}).to_numpy(dtype="int32")
+
+
+def labels_as_text(series):
+    """Class labels as the strings the model's classes are named by (3.0 in a float column
+    that only had gaps besides whole numbers is '3')."""
+    if pd.api.types.is_float_dtype(series) and np.all(np.mod(series.dropna(), 1) == 0):
+        series = series.astype("Int64")
+    return series.astype(str)
+
+
+def sort_key(value):
+    return (0, float(value), "") if _is_number(str(value)) else (1, 0.0, str(value))
+
+
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_class_labels(series, task):
+    values = series.dropna()
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and not np.all(np.mod(values, 1) == 0):
+        fraction = next(v for v in values if v % 1 != 0)
+        raise DlrefError(
+            f"Target {series.name!r} holds fractional numbers ({plain(fraction)}, ...), not class "
+            f"labels: {task} classification needs labels. For a continuous target use "
+            "`dlref train regression`."
+        )
+    distinct = values.nunique()
+    if numeric and task == "binary" and distinct > MAX_CLASS_NUMBERS and distinct > 2:
+        raise DlrefError(
+            f"Target {series.name!r} holds {distinct} distinct numbers: that is a quantity to "
+            "predict, not two classes. Use `dlref train regression`, or one-vs-rest with "
+            "--positive-class VALUE."
+        )
+    _check_class_count(series, values, task)
+
+
+def _check_class_count(series, values, task):
+    distinct = values.nunique()
+    if distinct > max(100, len(values) // 2):
+        numeric = pd.api.types.is_numeric_dtype(values)
+        advice = ("For a continuous target use `dlref train regression`." if numeric else
+                  "Is it an identifier or free text? Choose another --target.")
+        raise DlrefError(f"Target {series.name!r} has {distinct} distinct values in {len(values)} "
+                         f"rows: that is not a class label for {task}. {advice}")
+
+
+def _encode_binary(labels, classes, name, positive_class):
+    if positive_class is not None:
+        if positive_class not in classes:
+            raise DlrefError(
+                f"--positive-class {positive_class!r} is not a value of {name!r}."
+                f"{close_match(positive_class, classes)} Values: {', '.join(classes[:20])}."
+            )
+        negative = classes[0] if classes[0] != positive_class else classes[-1]
+        negative = negative if len(classes) == 2 else f"not {positive_class}"
+        return (labels == positive_class).astype("float32"), {
+            "classes": [negative, positive_class], "positive_class": positive_class,
+            "one_vs_rest": len(classes) > 2}
+    if len(classes) > 2:
+        raise DlrefError(
+            f"Target {name!r} has {len(classes)} classes ({', '.join(classes[:10])}), and binary "
+            "classification needs two. Use `dlref train multiclass`, or one-vs-rest with "
+            f"--positive-class VALUE (e.g. --positive-class {classes[-1]})."
+        )
+    if len(classes) < 2:
+        raise DlrefError(f"Target {name!r} has a single class ({classes[0]}): nothing to learn.")
+    positive = next((c for c in classes if c.lower() in POSITIVE_WORDS), classes[1])
+    negative = classes[0] if classes[1] == positive else classes[1]
+    return (labels == positive).astype("float32"), {
+        "classes": [negative, positive], "positive_class": positive}
