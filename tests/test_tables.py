@@ -1,0 +1,292 @@
+"""Real-world tables (issue 6): gaps, column kinds, column control, leakage, pre-split and
+Parquet files, odd encodings, the task chosen from the target, and the data source carried
+from a tuning run to `dlref train --config best.toml`.
+
+The tables are small and generated here (60-80 rows), with the faults real exports have.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import helpers
+from dlref.data import Source, tabular
+
+
+def _messy(rows=80, seed=0):
+    """A passenger-like table: a row-number column, distinct names, ages with gaps, a port with
+    gaps, yes/no and True/False columns, a timestamp, a constant column and a 0/1 target."""
+    rng = np.random.default_rng(seed)
+    survived = (np.arange(rows) % 5 < 2).astype(int)
+    age = rng.normal(30, 10, rows).round(1) + 8 * survived
+    table = pd.DataFrame({
+        "PassengerId": np.arange(1, rows + 1),
+        "Name": [f"Passenger {i}, Mr" for i in range(rows)],
+        "Age": np.where(np.arange(rows) % 7 == 3, np.nan, age),
+        "Port": np.where(np.arange(rows) % 11 == 5, None,
+                         np.array(["S", "C", "Q"], dtype=object)[np.arange(rows) % 3]),
+        "Alone": np.where(np.arange(rows) % 2 == 0, "yes", "no"),
+        "Member": np.where(np.arange(rows) % 4 == 0, "True", "False"),
+        "Booked": pd.date_range("2024-01-01 06:00", periods=rows, freq="37h").strftime(
+            "%Y-%m-%d %H:%M"),
+        "Ship": "Titanic",
+        "Survived": survived,
+    })
+    return table
+
+
+def _write(table, path, **options):
+    table.to_csv(path, index=False, **options)
+    return path
+
+
+def _load(path, task="binary", target="Survived", **options):
+    source = Source(data=str(path), target=target, **options)
+    return tabular.load(source, task, None, seed=0, val_fraction=0.2, test_fraction=0.2)
+
+
+# --- Column kinds and gaps ---------------------------------------------------------------------
+
+
+def test_messy_table_kinds_and_notices(tmp_path):
+    data = _load(_write(_messy(), tmp_path / "passengers.csv"))
+    kinds = {spec["name"]: spec["kind"] for spec in data.meta["schema"]}
+    assert kinds == {"Age": "numeric", "Port": "category", "Alone": "boolean",
+                     "Member": "boolean", "Booked": "date"}
+    assert set(data.meta["left_out"]) == {"PassengerId", "Name", "Ship"}
+    assert "row numbers" in data.meta["left_out"]["PassengerId"]
+    assert "constant" in data.meta["left_out"]["Ship"]
+    features = data.meta["features"]
+    assert {"Age", "Age_missing", "Port=(missing)", "Alone", "Member", "Booked_month",
+            "Booked_hour", "Booked_days"} <= set(features)
+    text = "\n".join(data.notes)
+    assert "Left out: PassengerId" in text and "--features" in text
+    assert "Missing values: imputed Age (11 rows), Port (7 rows)" in text
+    assert "Booked" in text and "date" in text
+
+
+def test_impute_uses_training_medians_and_indicators(tmp_path):
+    data = _load(_write(_messy(), tmp_path / "p.csv"))
+    age = next(c for c in data.meta["columns"] if c["name"] == "Age")
+    index = data.meta["features"].index("Age_missing")
+    indicators = np.concatenate([data.train[0][:, index], data.val[0][:, index],
+                                 data.test[0][:, index]])
+    assert indicators.sum() == 11 and set(np.unique(indicators)) == {0.0, 1.0}
+    assert age["indicator"] and np.isfinite(age["fill"])
+    assert np.isfinite(data.train[0]).all()
+    alone = next(c for c in data.meta["columns"] if c["name"] == "Alone")
+    column = data.train[0][:, data.meta["features"].index("Alone")]
+    values = set(np.round(column * alone["std"] + alone["mean"], 5))
+    assert values == {0.0, 1.0}  # yes / no became 1 / 0 before scaling.
+
+
+def test_missing_drop_and_error(tmp_path):
+    path = _write(_messy(), tmp_path / "p.csv")
+    dropped = _load(path, missing="drop")
+    assert sum(len(split[1]) for split in (dropped.train, dropped.val, dropped.test)) == 80 - 17
+    assert any("dropped 17 rows of 80 with a gap (in Age, Port)" in n for n in dropped.notes)
+    assert "Age_missing" not in dropped.meta["features"]
+    from dlref.errors import DlrefError
+
+    with pytest.raises(DlrefError, match="'Age': missing in 11 rows .file lines 5, 12"):
+        _load(path, missing="error")
+
+
+def test_rows_without_target_are_dropped_with_a_count(tmp_path):
+    table = _messy()
+    table.loc[[4, 9, 30], "Survived"] = np.nan
+    data = _load(_write(table, tmp_path / "p.csv"))
+    assert any("Dropped 3 rows whose target 'Survived' is missing" in n for n in data.notes)
+    assert sum(len(split[1]) for split in (data.train, data.val, data.test)) == 77
+    assert data.meta["classes"] == ["0", "1"]  # Read as 0.0 / 1.0 floats: still named 0 and 1.
+
+
+def test_dates_become_numeric_parts(tmp_path):
+    data = _load(_write(_messy(), tmp_path / "p.csv"), features=("Booked", "Age"))
+    booked = next(s for s in data.meta["schema"] if s["name"] == "Booked")
+    assert booked["origin"].startswith("2024-01-01T06:00")
+    assert booked["parts"] == ["month", "day", "dayofweek", "hour"]  # One year: no year part.
+    assert data.meta["features"][:5] == ["Age", "Age_missing", "Booked_month", "Booked_day",
+                                         "Booked_dayofweek"]
+
+
+def test_many_categories_keep_the_most_frequent(tmp_path):
+    table = _messy()
+    table["Cabin"] = [f"C{i % 30}" if i % 2 else "C0" for i in range(80)]
+    data = _load(_write(table, tmp_path / "p.csv"), max_categories=5)
+    cabin = next(c for c in data.meta["columns"] if c["name"] == "Cabin")
+    assert len(cabin["categories"]) == 5 and "C0" in cabin["categories"] and cabin["other"]
+    assert "Cabin=(other)" in data.meta["features"]
+    assert any("5 most frequent values + (other)" in n for n in data.notes)
+
+
+def test_headers_with_stray_spaces(tmp_path):
+    path = tmp_path / "spaces.csv"
+    path.write_text(" a , b ,label \n" + "".join(f"{i * 7 % 17}, {i % 5} ,{'yes' if i % 2 else 'no'}\n"
+                                                 for i in range(40)), encoding="utf-8")
+    data = _load(path, target="label", drop=("b",))
+    assert data.meta["features"] == ["a"]
+    assert data.meta["positive_class"] == "yes"
+
+
+def test_features_keeps_an_identifier_when_asked(tmp_path):
+    data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
+    assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]
+
+
+def test_leaking_column_is_named_in_a_warning(tmp_path):
+    table = _messy()
+    table["Outcome"] = np.where(table["Survived"] == 1, "lived", "died")
+    data = _load(_write(table, tmp_path / "p.csv"))
+    assert len(data.warnings) == 1
+    assert "'Outcome'" in data.warnings[0] and "--drop Outcome" in data.warnings[0]
+    assert not _load(_write(_messy(), tmp_path / "clean.csv")).warnings
+
+
+def test_leaking_copy_of_a_regression_target(tmp_path):
+    header, rows = helpers.regression_rows(rows=60)
+    table = pd.DataFrame(rows, columns=header)
+    table["y_cents"] = table["y"] * 100
+    data = _load(_write(table, tmp_path / "r.csv"), "regression", "y")
+    assert [w for w in data.warnings if "'y_cents'" in w and "R²" in w]
+
+
+# --- Files ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "utf-16", "utf-8-sig"])
+def test_encodings(tmp_path, encoding):
+    table = _messy()
+    table["Port"] = table["Port"].replace({"C": "Cherbourg é", "Q": "Queenstown ü"})
+    data = _load(_write(table, tmp_path / "p.csv", encoding=encoding))
+    port = next(c for c in data.meta["columns"] if c["name"] == "Port")
+    assert "Cherbourg é" in port["categories"]
+
+
+def test_semicolons_and_decimal_commas(tmp_path):
+    data = _load(_write(_messy(), tmp_path / "p.csv", sep=";", decimal=","))
+    assert any("decimal commas" in n for n in data.notes)
+    kinds = {spec["name"]: spec["kind"] for spec in data.meta["schema"]}
+    assert kinds["Age"] == "numeric"
+
+
+def test_parquet_matches_csv(tmp_path):
+    table = _messy()
+    from_csv = _load(_write(table, tmp_path / "p.csv"))
+    table.to_parquet(tmp_path / "p.parquet", index=False)
+    from_parquet = _load(tmp_path / "p.parquet")
+    assert from_parquet.meta["features"] == from_csv.meta["features"]
+    np.testing.assert_allclose(from_parquet.train[0], from_csv.train[0], rtol=1e-5)
+
+
+def test_pre_split_files_are_used_as_given(tmp_path):
+    table = _messy(120)
+    train = _write(table[:80], tmp_path / "train.csv")
+    val = _write(table[80:100], tmp_path / "val.csv")
+    test = _write(table[100:], tmp_path / "test.csv")
+    data = _load(train, val_data=str(val), test_data=str(test))
+    assert [len(s[1]) for s in (data.train, data.val, data.test)] == [80, 20, 20]
+    np.testing.assert_array_equal(data.test[1], table["Survived"][100:].to_numpy())
+    age = next(c for c in data.meta["columns"] if c["name"] == "Age")
+    assert age["fill"] == pytest.approx(table["Age"][:80].median())
+    only_test = _load(train, test_data=str(test))
+    assert [len(s[1]) for s in (only_test.train, only_test.val, only_test.test)] == [64, 16, 20]
+
+
+def test_pre_split_file_with_an_unseen_class_is_refused(tmp_path):
+    table = _messy(100)
+    _write(table[:80], tmp_path / "train.csv")
+    odd = table[80:].copy()
+    odd["Survived"] = 2
+    with pytest.raises(Exception, match="never saw: 2"):
+        _load(tmp_path / "train.csv", test_data=str(_write(odd, tmp_path / "test.csv")))
+
+
+# --- The command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("maker, target, expected, reason", [
+    (lambda p: _write(_messy(), p), "Survived", "binary", "2 distinct values"),
+    (lambda p: helpers.regression_csv(p), "y", "regression", "fractional numbers"),
+    (lambda p: helpers.multiclass_csv(p), "species", "multiclass", "3 distinct labels"),
+])
+def test_train_picks_the_recipe_from_the_target(tmp_path, runs_root, maker, target, expected,
+                                                 reason):
+    path = maker(tmp_path / "data.csv")
+    result = helpers.invoke("train", "--data", path, "--target", target, "--epochs", 1)
+    helpers.assert_ok(result)
+    assert f"Recipe: {expected} (target '{target}': {reason}" in result.output
+    assert helpers.only_run(runs_root, expected)
+
+
+def test_train_prints_the_summary_before_epoch_one(tmp_path, runs_root):
+    table = _messy()
+    table["Outcome"] = np.where(table["Survived"] == 1, "lived", "died")
+    result = helpers.invoke("train", "binary", "--data", _write(table, tmp_path / "p.csv"),
+                            "--target", "Survived", "--epochs", 1, "--drop", "Member")
+    helpers.assert_ok(result)
+    output = result.output
+    assert output.index("Rows: read 80, train 56, validation 12, test 12") < output.index("epoch")
+    assert "Left out: PassengerId" in output and "'Outcome' alone predicts" in output
+    manifest = helpers.read_json(helpers.only_run(runs_root, "binary") / "run.json")
+    assert manifest["source"]["drop"] == ["Member"]
+    assert "Member" not in " ".join(manifest["data"].get("left_out", {}))
+
+
+def test_predict_warns_about_unseen_categories_and_fills_gaps(tmp_path, runs_root):
+    path = _write(_messy(), tmp_path / "p.csv")
+    helpers.assert_ok(helpers.invoke("train", "binary", "--data", path, "--target", "Survived",
+                                     "--epochs", 1))
+    run = helpers.only_run(runs_root, "binary")
+    new = _messy(6, seed=3).drop(columns=["Survived"])
+    new.loc[0, "Port"] = "Belfast"
+    new.loc[1, "Port"] = "Belfast"
+    new.loc[2, "Age"] = np.nan
+    out = tmp_path / "out.csv"
+    result = helpers.invoke("predict", run, "--data", _write(new, tmp_path / "new.csv"),
+                            "--output", out)
+    helpers.assert_ok(result)
+    assert "never seen in training (Port: 2 rows, e.g. 'Belfast')" in result.output
+    predictions = pd.read_csv(out)
+    assert len(predictions) == 6 and predictions["probability_1"].notna().all()
+
+
+def test_config_toml_carries_the_data(tmp_path, runs_root):
+    path = _write(_messy(), tmp_path / "p.csv")
+    helpers.assert_ok(helpers.invoke("train", "binary", "--data", path, "--target", "Survived",
+                                     "--epochs", 1, "--missing", "drop", "--name", "first"))
+    first = helpers.only_run(runs_root, "binary")
+    again = helpers.invoke("train", "--config", first / "config.toml", "--name", "again")
+    helpers.assert_ok(again)
+    assert f"Data from {first / 'config.toml'}: {path}" in again.output
+    second = next(p for p in helpers.run_folders(runs_root, "binary") if p.name.endswith("again"))
+    fingerprints = [helpers.read_json(run / "run.json")["data"]["fingerprint"]
+                    for run in (first, second)]
+    assert fingerprints[0] == fingerprints[1]
+    # Command-line data options still win over the file's.
+    other = helpers.invoke("train", "--config", first / "config.toml", "--missing", "impute",
+                           "--epochs", 1)
+    helpers.assert_ok(other)
+    assert "Age_missing" in other.output or "imputed Age" in other.output
+
+
+def test_tune_best_toml_trains_on_the_same_data(tmp_path, runs_root):
+    path = _write(_messy(), tmp_path / "p.csv")
+    result = helpers.invoke("tune", "binary", "--data", path, "--target", "Survived",
+                            "--drop", "Member", "--algorithm", "random", "--max-trials", 1,
+                            "--max-epochs", 1, "--train-best")
+    helpers.assert_ok(result)
+    tuned = next(p for p in helpers.run_folders(runs_root, "binary") if p.name.startswith("tune-"))
+    trained = next(p for p in helpers.run_folders(runs_root, "binary")
+                   if not p.name.startswith("tune-"))
+    assert f"Train it:     dlref train binary --config {tuned / 'best.toml'}" in result.output
+    tuned_manifest = helpers.read_json(tuned / "run.json")
+    trained_manifest = helpers.read_json(trained / "run.json")
+    assert trained_manifest["data"]["fingerprint"] == tuned_manifest["data"]["fingerprint"]
+    assert trained_manifest["source"] == tuned_manifest["source"]
+    assert trained_manifest["source"]["drop"] == ["Member"]
+    # The printed command, run as written, trains on the same data too.
+    again = helpers.invoke("train", "binary", "--config", tuned / "best.toml", "--epochs", 1)
+    helpers.assert_ok(again)
+    runs = [helpers.read_json(p / "run.json") for p in helpers.run_folders(runs_root, "binary")]
+    assert {m["data"]["fingerprint"] for m in runs} == {tuned_manifest["data"]["fingerprint"]}
