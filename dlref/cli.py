@@ -98,11 +98,15 @@ def show(
 
     Example: dlref show multiclass-dropout --set epochs=5
     """
+    from dlref import config as configlib
+    from dlref.data import Source
     from dlref.training import resolve_config
 
     recipe, preset, values = resolve_config(name, config, set_)
+    recorded = configlib.data_table(configlib.read_toml(config), config) if config else {}
     if as_json:
-        typer.echo(json.dumps({"recipe": recipe, "preset": preset, "config": values}, indent=2))
+        typer.echo(json.dumps({"recipe": recipe, "preset": preset, "config": values,
+                               **({"data": recorded} if recorded else {})}, indent=2))
         return
     info = registry.info(recipe)
     typer.echo(f"# {info['title']}\n# recipe {recipe}, chapter {info['chapter']}"
@@ -115,6 +119,8 @@ def show(
         default, comment = fields[key]
         changed = f"(default {_toml_value(default)}) " if value != default else ""
         typer.echo(f"{line:<{width}}  # {changed}{comment}")
+    if recorded:
+        typer.echo(f"# data (from [data]): {Source.from_dict(recorded).describe()}")
 
 
 def _source(data, dataset, target, positive_class, val_data=None, test_data=None, missing=None,

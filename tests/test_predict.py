@@ -164,7 +164,8 @@ def test_predict_fills_gaps_with_the_training_medians(trained, tmp_path):
     meta = io.read_json(run / "artifacts" / "meta.json")
     x2 = next(c for c in meta["columns"] if c["name"] == "x2")
     filled = [x2["fill"] if v == "" else float(v) for v in table[4][:4]]
-    x = np.array([[(v - c["mean"]) / c["std"] for v, c in zip(filled, meta["columns"])]])
+    scaled = [(v - c["mean"]) / c["std"] for v, c in zip(filled, meta["columns"], strict=True)]
+    x = np.array([scaled])
     model = keras.saving.load_model(run / "model.keras")
     expected = model.predict(x.astype("float32"), verbose=0)[0]
     written = pd.read_csv(out).iloc[4]

@@ -122,8 +122,8 @@ def test_many_categories_keep_the_most_frequent(tmp_path):
 
 def test_headers_with_stray_spaces(tmp_path):
     path = tmp_path / "spaces.csv"
-    path.write_text(" a , b ,label \n" + "".join(f"{i * 7 % 17}, {i % 5} ,{'yes' if i % 2 else 'no'}\n"
-                                                 for i in range(40)), encoding="utf-8")
+    rows = "".join(f"{i * 7 % 17}, {i % 5} ,{'yes' if i % 2 else 'no'}\n" for i in range(40))
+    path.write_text(" a , b ,label \n" + rows, encoding="utf-8")
     data = _load(path, target="label", drop=("b",))
     assert data.meta["features"] == ["a"]
     assert data.meta["positive_class"] == "yes"
@@ -290,3 +290,15 @@ def test_tune_best_toml_trains_on_the_same_data(tmp_path, runs_root):
     helpers.assert_ok(again)
     runs = [helpers.read_json(p / "run.json") for p in helpers.run_folders(runs_root, "binary")]
     assert {m["data"]["fingerprint"] for m in runs} == {tuned_manifest["data"]["fingerprint"]}
+
+
+def test_numbers_written_for_people(tmp_path):
+    table = _messy()
+    table["Fare"] = [f"${1000 + 37 * i:,}.50" for i in range(80)]
+    table["Discount"] = [f"{i % 9}%" for i in range(80)]
+    data = _load(_write(table, tmp_path / "p.csv"))
+    kinds = {spec["name"]: spec["kind"] for spec in data.meta["schema"]}
+    assert kinds["Fare"] == "numeric" and kinds["Discount"] == "numeric"
+    fare = next(c for c in data.meta["columns"] if c["name"] == "Fare")
+    assert 1000 < fare["mean"] < 1000 + 37 * 80
+    assert any("thousands separators" in n and "Fare, Discount" in n for n in data.notes)

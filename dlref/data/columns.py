@@ -84,7 +84,8 @@ def _infer_column(values, name, keep):
         if stray.str.lower().isin(MISSING_WORDS).all():
             return _numeric_spec(name, to_numbers(values), numbers.dropna(), keep)
         return "problem", (f"{name!r} is numeric except for values like {stray.iloc[0]!r} in "
-                           f"{plural(len(stray), 'row')} (a decimal comma? a text marker for missing?)")
+                           f"{plural(len(stray), 'row')} (a decimal comma? a text marker for "
+                           "missing?)")
     lowered = set(text.str.lower().unique())
     if lowered <= TRUE_WORDS | FALSE_WORDS:
         return _boolean_or_constant(name, present, values, keep)

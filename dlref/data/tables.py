@@ -17,11 +17,17 @@ from dlref.errors import DlrefError
 from dlref.text import listing, plural
 
 PARQUET_SUFFIXES = {".parquet", ".pq"}
-CSV_SUFFIXES = {".csv", ".tsv", ".txt", ".tab", ".data", ".dat", ""}
 COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
+# Files that are tables, but not ones dlref reads: say what to save them as.
+OTHER_FORMATS = {".xlsx", ".xls", ".xlsm", ".ods", ".json", ".jsonl", ".xml", ".html", ".htm",
+                 ".feather", ".arrow", ".h5", ".hdf5", ".pkl", ".pickle", ".npy", ".npz",
+                 ".sav", ".dta", ".sas7bdat", ".db", ".sqlite", ".orc", ".avro"}
 # Cells that mean "no value" in real exports, besides pandas' own (empty, NA, N/A, NaN, null...).
 MISSING_MARKERS = ["?", "-", "--"]
-_DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
+# 1,5 and 1.234,5 (a decimal comma, with or without thousands dots).
+_DECIMAL_COMMA = re.compile(r"^-?(\d+|\d{1,3}(\.\d{3})+),\d+$")
+# $1,234.50 / 12% / 1,234: a currency sign, a percent sign, thousands commas.
+_NUMBER_DECORATION = re.compile(r"^[$€£]\s?|\s?%$|(?<=\d),(?=\d{3}(\D|$))")
 
 
 def read_table(path):
@@ -47,9 +53,10 @@ def _check_csv_like(path, head, suffixes):
     if head.startswith(b"PK") and not compressed:
         raise DlrefError(f"{path} is a zip archive or an Excel workbook, not a CSV. Save the "
                          "sheet as CSV (File > Save as > CSV UTF-8) or as Parquet.")
-    if plain[0] not in CSV_SUFFIXES and not compressed:
+    if plain[0] in OTHER_FORMATS:
         raise DlrefError(f"{path}: dlref reads CSV files (.csv, .tsv, .txt, also .gz / .zip "
-                         f"compressed) and Parquet (.parquet), not {plain[0]} files.")
+                         f"compressed) and Parquet (.parquet), not {plain[0]} files. Save the "
+                         "table as CSV or Parquet.")
 
 
 def _read_parquet(path):
@@ -83,6 +90,7 @@ def _read_csv(path):
         raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
     if delimiter != ",":
         notes += _decimal_commas(frame)
+    notes += _decorated_numbers(frame)
     return frame, notes
 
 
@@ -151,14 +159,36 @@ def _decimal_commas(frame):
         if not is_text(values):
             continue
         present = values.dropna().astype(str).str.strip()
-        if len(present) and present.str.match(_DECIMAL_COMMA).mean() >= 0.9:
-            numbers = pd.to_numeric(present.str.replace(",", ".", regex=False), errors="coerce")
-            frame[name] = numbers.reindex(values.index)
+        comma = present.str.match(_DECIMAL_COMMA)
+        if comma.any() and (comma | present.str.match(r"^-?\d+$")).mean() >= 0.9:
+            plain = present.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+            frame[name] = pd.to_numeric(plain, errors="coerce").reindex(values.index)
             converted.append(str(name))
     if not converted:
         return []
     return [f"Read decimal commas as decimal points in {plural(len(converted), 'column')}: "
             f"{listing(converted)}."]
+
+
+def _decorated_numbers(frame):
+    """Text columns of numbers written for people ($1,234.50, 12%, 1,234) become numbers."""
+    converted = []
+    for name in frame.columns:
+        values = frame[name]
+        if not is_text(values):
+            continue
+        present = values.dropna().astype(str).str.strip()
+        if not len(present) or pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9:
+            continue
+        plain = present.str.replace(_NUMBER_DECORATION, "", regex=True)
+        numbers = pd.to_numeric(plain, errors="coerce")
+        if numbers.notna().mean() >= 0.95:
+            frame[name] = numbers.reindex(values.index)
+            converted.append(str(name))
+    if not converted:
+        return []
+    return [f"Read {plural(len(converted), 'column')} of numbers written with $, % or thousands "
+            f"separators as numbers: {listing(converted)}."]
 
 
 def _tidy(frame, path):
