@@ -208,7 +208,7 @@ def _fit(module, config, data, run_dir):
     best_row = _best_row(history, module.MONITOR, module.MODE)
     best = best_row[module.MONITOR] if best_row else None
     callbacks = make_callbacks(
-        run_dir, module.MONITOR, module.MODE, data.val, roc_auc=module.MONITOR == "val_roc_auc",
+        run_dir, module.MONITOR, module.MODE, data.val, roc_auc=uses_roc_auc(module),
         best_so_far=best,
         early_stopping_patience=getattr(config, "early_stopping_patience", 0),
     )
@@ -228,6 +228,11 @@ def _fit(module, config, data, run_dir):
         timings={"epoch_seconds": seconds},
     )
     return model, interrupt.requested
+
+
+def uses_roc_auc(module):
+    """Whether a recipe logs val_roc_auc (RocAuc callback): its monitor, or its ROC_AUC flag."""
+    return getattr(module, "ROC_AUC", module.MONITOR == "val_roc_auc")
 
 
 def eval_batch_size(config):

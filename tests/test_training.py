@@ -137,3 +137,17 @@ def test_a_diverging_run_fails_with_advice_and_is_marked_failed(regression_csv, 
     (run,) = helpers.run_folders(runs_root)
     manifest = helpers.read_json(run / "run.json")
     assert manifest["status"] == "failed" and "NaN or Inf loss" in manifest["error"]
+
+
+def test_multiclass_keeps_the_lowest_validation_loss_and_logs_roc_auc(trained):
+    """ROC-AUC saturates early on multiclass data, so the checkpoint follows val_loss (issue 6);
+    ROC-AUC is still logged every epoch."""
+    from dlref.callbacks import read_history
+
+    run = trained["multiclass"]["run"]
+    manifest = helpers.read_json(run / "run.json")
+    assert (manifest["monitor"], manifest["mode"]) == ("val_loss", "min")
+    history = read_history(run / "history.csv")
+    assert all("val_roc_auc" in row for row in history)
+    best = min(history, key=lambda row: row["val_loss"])
+    assert manifest["best"] == {"epoch": best["epoch"] + 1, "value": best["val_loss"]}

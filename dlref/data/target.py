@@ -39,17 +39,18 @@ def infer_task(series):
         raise DlrefError(f"Target {series.name!r} is empty: no row has a value to learn.")
     distinct = values.nunique()
     shown = ", ".join(plain(v) for v in sorted(values.unique(), key=sort_key)[:5])
+    shown += ", ..." if distinct > 5 else ""
     if distinct == 1:
         raise DlrefError(f"Target {series.name!r} has a single value ({shown}): nothing to learn.")
     if distinct == 2:
         return "binary", f"2 distinct values ({shown}) -> binary"
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         _check_class_count(series, values, "multiclass")
-        return "multiclass", f"{distinct} distinct labels ({shown}, ...) -> multiclass"
+        return "multiclass", f"{distinct} distinct labels ({shown}) -> multiclass"
     if not np.all(np.mod(values, 1) == 0):
         return "regression", "fractional numbers -> regression"
     if distinct <= MAX_CLASS_NUMBERS:
-        return "multiclass", (f"{distinct} distinct whole numbers ({shown}, ...) -> multiclass; "
+        return "multiclass", (f"{distinct} distinct whole numbers ({shown}) -> multiclass; "
                               "to predict them as a quantity, name the recipe: "
                               "dlref train regression")
     return "regression", f"{distinct} distinct whole numbers -> regression"

@@ -3,13 +3,15 @@
 The book's network for handwritten digits: three hidden relu layers (512-256-128) and a softmax
 output, trained on cross-entropy; its presets `multiclass-dropout` and `multiclass-l2` are the
 chapter's two ways to control variance, and `multiclass-first-look` is Chollet's first MNIST
-network (Dense(512) -> softmax, RMSprop, 5 epochs, batch 128). ROC-AUC (one-vs-rest, macro) is
-computed on the whole validation set every epoch and picks the best checkpoint.
+network (Dense(512) -> softmax, RMSprop, 5 epochs, batch 128). The best checkpoint is the one
+with the lowest validation loss (cross-entropy); ROC-AUC (one-vs-rest, macro) on the whole
+validation set is logged every epoch beside it. ROC-AUC saturates early on multiclass data and
+picked worse epochs: on digits it kept epoch 1 (validation accuracy 0.941) over epoch 4 (0.970).
 
 Built-in data: scikit-learn's 8x8 digits (1,797 images, 10 classes), offline. Measured with the
-defaults (seed 42): test accuracy 0.959 against 0.104 for the majority class and 0.963 for
-HistGradientBoosting. With network access, `--dataset mnist` trains on MNIST with its official
-test set.
+defaults (seed 42): test accuracy 0.985 against 0.104 for the majority class and 0.963 for
+HistGradientBoosting (0.959 when the checkpoint followed val_roc_auc). With network access,
+`--dataset mnist` trains on MNIST with its official test set.
 """
 
 import dataclasses
@@ -24,8 +26,9 @@ from dlref.recipes import common
 NAME = "multiclass"
 CHAPTER = 5
 SUMMARY = "Deep multiclass classifier with dropout / L2 presets (built-in: digits)"
-MONITOR = "val_roc_auc"
-MODE = "max"
+MONITOR = "val_loss"
+MODE = "min"
+ROC_AUC = True  # val_roc_auc in the logs and TensorBoard, though it does not pick the checkpoint
 
 # --- Config ----------------------------------------------------------------------------------
 
@@ -41,8 +44,8 @@ class Config:
     optimizer: str = "adam"  # adam, adamw, rmsprop, sgd, adadelta, nadam
     learning_rate: float = 0.001  # the optimizer's step size
     batch_size: int = 32  # the book's batch size
-    epochs: int = 50  # upper bound; early stopping on val_roc_auc usually ends sooner
-    early_stopping_patience: int = 10  # epochs without val_roc_auc improvement (0 = off)
+    epochs: int = 50  # upper bound; early stopping on val_loss usually ends sooner
+    early_stopping_patience: int = 10  # epochs without val_loss improvement (0 = off)
     val_fraction: float = 0.15  # share of rows for validation (checkpoint choice)
     test_fraction: float = 0.15  # share of rows held out for the final test metrics
     seed: int = 42  # seeds the split, the weights and the shuffling

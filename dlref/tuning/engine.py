@@ -26,6 +26,7 @@ import keras_tuner
 
 from dlref import io
 from dlref.callbacks import RocAuc
+from dlref.training import uses_roc_auc
 from dlref.tuning.results import COMPLETED, SearchLog
 
 PROJECT = "project"  # keras-tuner's project folder inside the run folder
@@ -43,7 +44,7 @@ class RecipeHyperModel(keras_tuner.HyperModel):
     def __init__(self, module, config, data):
         super().__init__(name=module.NAME)
         self.module, self.config, self.data = module, config, data
-        self.roc_auc = module.MONITOR == "val_roc_auc"
+        self.roc_auc = uses_roc_auc(module)
 
     def build(self, hp):
         keras.utils.set_random_seed(self.config.seed)  # Trials differ in hyperparameters only.

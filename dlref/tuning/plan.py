@@ -11,7 +11,7 @@ import hashlib
 import json
 
 from dlref.errors import DlrefError, close_match
-from dlref.training import seeded_load
+from dlref.training import seeded_load, uses_roc_auc
 
 ALGORITHMS = ("hyperband", "random", "bayesian")
 
@@ -86,7 +86,7 @@ def available_metrics(module, config, data):
     x_val, y_val = data.val
     names = list(model.evaluate(x_val[:2], y_val[:2], verbose=0, return_dict=True))
     keras.backend.clear_session()
-    extra = ["roc_auc"] if module.MONITOR == "val_roc_auc" else []
+    extra = ["roc_auc"] if uses_roc_auc(module) else []
     return names + [f"val_{name}" for name in names + extra]
 
 
