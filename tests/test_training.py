@@ -151,3 +151,23 @@ def test_multiclass_keeps_the_lowest_validation_loss_and_logs_roc_auc(trained):
     assert all("val_roc_auc" in row for row in history)
     best = min(history, key=lambda row: row["val_loss"])
     assert manifest["best"] == {"epoch": best["epoch"] + 1, "value": best["val_loss"]}
+
+
+def test_classical_baseline_decides_at_one_half(trained):
+    """The network's threshold is tuned on its own validation scores; HistGradientBoosting is
+    scored at 0.5, not at the network's threshold."""
+    from dlref import config as configlib
+    from dlref import registry, reports
+    from dlref.data import Source
+    from dlref.training import seeded_load
+
+    run = trained["binary"]["run"]
+    manifest = helpers.read_json(run / "run.json")
+    module = registry.load("binary")
+    values = configlib.merge(configlib.field_defaults(module.Config),
+                             [("run.json", manifest["config"])])
+    data = seeded_load(module, module.Config(**values), Source.from_dict(manifest["source"]))
+    probability = reports.classical_outputs(data, values["seed"])
+    expected = float(((probability >= 0.5) == data.test[1]).mean())
+    saved = helpers.read_json(run / "metrics.json")["metrics"]["accuracy"]["classical"]
+    assert saved == expected
