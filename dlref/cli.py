@@ -89,7 +89,8 @@ def list_recipes(as_json: bool = AsJson):
 @app.command()
 @user_errors
 def show(
-    name: str = typer.Argument(..., help="Recipe or preset."),
+    name: str | None = typer.Argument(None, help="Recipe or preset (default: the --config "
+                                      "file's recipe)."),
     config: str | None = typer.Option(None, "--config", help="TOML config file to apply."),
     set_: list[str] = SetItems,
     as_json: bool = AsJson,
@@ -102,8 +103,12 @@ def show(
     from dlref.data import Source
     from dlref.training import resolve_config
 
+    document = configlib.read_toml(config) if config else {}
+    name = name or document.get("recipe")
+    if name is None:
+        raise DlrefError("Name a recipe or preset (dlref list shows them), or give --config FILE.")
     recipe, preset, values = resolve_config(name, config, set_)
-    recorded = configlib.data_table(configlib.read_toml(config), config) if config else {}
+    recorded = configlib.data_table(document, config) if config else {}
     if as_json:
         typer.echo(json.dumps({"recipe": recipe, "preset": preset, "config": values,
                                **({"data": recorded} if recorded else {})}, indent=2))

@@ -137,8 +137,9 @@ def resume(ref, *, runs_dir=None, epochs=None):
     data = seeded_load(module, config, Source.from_dict(manifest["source"]))
     if data.fingerprint != manifest["data"]["fingerprint"]:
         raise DlrefError(
-            f"The data changed since {run_dir.name} started (fingerprint {data.fingerprint}, "
-            f"was {manifest['data']['fingerprint']}): start a new run instead of resuming."
+            f"The data changed since {run_dir.name} started, or an earlier version of dlref "
+            f"prepared it (fingerprint {data.fingerprint}, was "
+            f"{manifest['data']['fingerprint']}): start a new run instead of resuming."
         )
     runs.mark_running(run_dir, config=values)
     backup = run_dir / "checkpoints" / "backup" / "training_metadata.json"
@@ -344,8 +345,11 @@ def evaluate_run(ref, runs_dir=None, data_path=None):
         config = module.Config(**configlib.merge(defaults, [("run.json", manifest["config"])]))
         data = seeded_load(module, config, Source.from_dict(manifest["source"]))
         if data.fingerprint != manifest["data"]["fingerprint"]:
-            print("Warning: the data changed since training; metrics are on the current data.",
-                  file=sys.stderr)
+            # Its test split (and the inputs' encoding) would not be the one the model saw.
+            raise DlrefError(
+                f"The data of {run_dir.name} changed since it was trained (or was prepared by an "
+                "earlier version of dlref), so its test split cannot be rebuilt. Evaluate it on "
+                "a labelled file instead: dlref evaluate RUN --data FILE")
         data.meta = meta
     result = module.evaluate(model, data)
     saved = io.read_json(run_dir / "metrics.json") if not data_path else {}

@@ -302,3 +302,109 @@ def test_numbers_written_for_people(tmp_path):
     fare = next(c for c in data.meta["columns"] if c["name"] == "Fare")
     assert 1000 < fare["mean"] < 1000 + 37 * 80
     assert any("thousands separators" in n and "Fare, Discount" in n for n in data.notes)
+
+
+# --- Found in review -------------------------------------------------------------------------
+
+
+def test_pre_split_test_file_without_the_target_is_refused(tmp_path, runs_root):
+    table = _messy(100)
+    train = _write(table[:80], tmp_path / "train.csv")
+    test = _write(table[80:].drop(columns=["Survived"]), tmp_path / "test.csv")
+    result = helpers.invoke("train", "binary", "--data", train, "--target", "Survived",
+                            "--test-data", test, "--epochs", 1)
+    helpers.assert_user_error(result, "--test-data has other columns", "lacks Survived")
+
+
+def test_number_like_categories_match_across_files(tmp_path):
+    table = _messy(100)
+    table["Deck"] = ["4+" if i % 5 == 0 else str(i % 3 + 1) for i in range(100)]
+    train = table[:80]
+    test = table[80:].copy()
+    test["Deck"] = [str(i % 3 + 1) if i % 4 else None for i in range(20)]  # Read as 1.0, 2.0...
+    data = _load(_write(train, tmp_path / "train.csv"),
+                 test_data=str(_write(test, tmp_path / "test.csv")))
+    deck = [i for i, name in enumerate(data.meta["features"]) if name.startswith("Deck=")]
+    assert data.test[0][:, deck].sum() == 15  # Every row with a deck matches a training value.
+    assert not [w for w in data.warnings if "never seen" in w]
+
+
+def test_day_first_dates_are_read_the_same_way_later(tmp_path):
+    from dlref.data import columns
+
+    days = pd.date_range("2020-01-01", periods=60, freq="3D")
+    values = pd.Series([d.strftime("%d/%m/%Y") for d in days])
+    spec, _ = columns._infer_column(values, "when", False)
+    assert spec["dayfirst"] is True
+    later = columns.typed(pd.DataFrame({"when": ["03/02/2020"]}), [spec])
+    assert (later["when_month"].iloc[0], later["when_day"].iloc[0]) == (2.0, 3.0)
+
+
+def test_negative_amounts_and_compressed_files(tmp_path):
+    import gzip
+    import zipfile
+
+    table = _messy()
+    table["Balance"] = [f"-${i * 13:,}.00" if i % 3 else f"({i}.50)" for i in range(80)]
+    table["Port"] = table["Port"].replace({"C": "Zürich"})
+    text = table.to_csv(index=False).encode("utf-8")
+    with gzip.open(tmp_path / "p.csv.gz", "wb") as handle:
+        handle.write(text)
+    with zipfile.ZipFile(tmp_path / "p.zip", "w") as archive:
+        archive.writestr("p.csv", text)
+    for path in (tmp_path / "p.csv.gz", tmp_path / "p.zip"):
+        data = _load(path)
+        balance = next(c for c in data.meta["columns"] if c["name"] == "Balance")
+        assert balance["kind"] == "numeric" and balance["mean"] < 0 and not balance["indicator"]
+        port = next(c for c in data.meta["columns"] if c["name"] == "Port")
+        assert "Zürich" in port["categories"]
+
+
+def test_numeric_target_with_a_missing_word(tmp_path, runs_root):
+    header, rows = helpers.regression_rows(rows=60)
+    rows[7][-1] = "unknown"
+    path = helpers.write_csv(tmp_path / "r.csv", header, rows)
+    result = helpers.invoke("train", "--data", path, "--target", "y", "--epochs", 1)
+    helpers.assert_ok(result)
+    assert "Recipe: regression" in result.output
+    assert "Dropped 1 row whose target 'y' is missing" in result.output
+
+
+def test_parquet_with_a_named_index(tmp_path):
+    table = _messy().set_index("Name")
+    table.to_parquet(tmp_path / "p.parquet")
+    data = _load(tmp_path / "p.parquet")
+    assert "Name" in data.meta["left_out"] and "PassengerId" in data.meta["left_out"]
+
+
+def test_a_named_dataset_replaces_the_recorded_file_and_its_columns():
+    recorded = Source(data="/x/train.csv", target="y", drop=("id",), missing="drop")
+    combined = Source(dataset="breast_cancer").over(recorded)
+    assert combined == Source(dataset="breast_cancer", missing="drop")
+    other_file = Source(data="/x/other.csv").over(recorded)
+    assert other_file == Source(data="/x/other.csv", target="y", drop=("id",), missing="drop")
+
+
+def test_zero_test_fraction_without_a_test_file_is_refused(tmp_path, runs_root):
+    result = helpers.invoke("train", "binary", "--data", _write(_messy(), tmp_path / "p.csv"),
+                            "--target", "Survived", "--set", "test_fraction=0.0", "--epochs", 1)
+    helpers.assert_user_error(result, "test_fraction = 0", "--test-data")
+    assert helpers.run_folders(runs_root) == []
+
+
+def test_a_quantity_is_not_a_multiclass_target(tmp_path, runs_root):
+    table = _messy(300)
+    table["Fare"] = np.arange(300) * 3 + 7
+    result = helpers.invoke("train", "multiclass", "--data", _write(table, tmp_path / "q.csv"),
+                            "--target", "Fare", "--epochs", 1)
+    helpers.assert_user_error(result, "300 distinct numbers", "regression")
+    assert helpers.run_folders(runs_root) == []
+
+
+def test_evaluate_refuses_a_run_whose_data_changed(tmp_path, runs_root):
+    path = _write(_messy(), tmp_path / "p.csv")
+    helpers.assert_ok(helpers.invoke("train", "binary", "--data", path, "--target", "Survived",
+                                     "--epochs", 1))
+    _write(_messy(seed=5), path)
+    result = helpers.invoke("evaluate", helpers.only_run(runs_root, "binary"))
+    helpers.assert_user_error(result, "changed since it was trained", "--data FILE")

@@ -62,6 +62,9 @@ class Source:
         if "data" in given or "dataset" in given:
             for key in ("data", "dataset", "val_data", "test_data"):
                 base.pop(key, None)
+        if "dataset" in given:  # A named dataset has its own columns and target.
+            for key in ("target", "positive_class", "drop", "features"):
+                base.pop(key, None)
         return Source.from_dict({**base, **given})
 
     def describe(self):

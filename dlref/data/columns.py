@@ -12,18 +12,16 @@ Two stages, both saved with the run as JSON so that `predict` repeats them on ne
 """
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from dlref.data.tables import is_text
+from dlref.data.tables import MISSING_WORDS, is_text
 from dlref.text import plural
 
 TRUE_WORDS = {"true", "yes", "y", "t", "1", "1.0"}
 FALSE_WORDS = {"false", "no", "n", "f", "0", "0.0"}
-# Words that stand for "no value" in a column that is otherwise numbers.
-MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "missing", "unknown", "?", "-", "--", ".",
-                 "n.a.", "#n/a", "nil", "empty"}
 _DATE_LIKE = re.compile(
     r"^\d{4}-\d{1,2}(-\d{1,2})?([ T]\d{1,2}:\d{2}.*)?$"  # 2024-03-01, 2024-03-01 12:30:00+01
     r"|^\d{1,4}[/.]\d{1,2}[/.]\d{1,4}( \d{1,2}:\d{2}.*)?$"  # 03/01/2024, 1.3.2024 12:30
@@ -90,9 +88,10 @@ def _infer_column(values, name, keep):
     if lowered <= TRUE_WORDS | FALSE_WORDS:
         return _boolean_or_constant(name, present, values, keep)
     if text.str.match(_DATE_LIKE).mean() >= 0.9:
-        parsed = to_dates(values)
+        dayfirst = _is_dayfirst(text)
+        parsed = to_dates(values, dayfirst)
         if parsed.notna().sum() >= 0.9 * len(present):
-            return _date_spec(name, parsed), None
+            return _date_spec(name, parsed, dayfirst), None
     return _category_spec(name, values, text, keep)
 
 
@@ -111,6 +110,8 @@ def _is_row_number(values):
     if len(values) < ID_MIN_ROWS or values.isna().any():
         return False
     numbers = values.to_numpy(dtype="float64")
+    if not pd.api.types.is_integer_dtype(values.index):
+        return False
     position = np.asarray(values.index, dtype="float64")
     return any(np.array_equal(numbers, position + start) for start in (0, 1))
 
@@ -121,11 +122,18 @@ def _boolean_or_constant(name, present, values, keep):
     return {"name": name, "kind": "boolean"}, None
 
 
-def _date_spec(name, dates):
+def _date_spec(name, dates, dayfirst=False):
     dates = _naive(dates)
     parts = [part for part in DATE_PARTS if _part(dates, part).nunique() > 1]
-    return {"name": name, "kind": "date", "parts": parts,
+    return {"name": name, "kind": "date", "parts": parts, "dayfirst": dayfirst,
             "origin": dates.min().isoformat()}
+
+
+def _is_dayfirst(text):
+    """Whether dates like 03/04/2024 are day first: decided on the training file (a first
+    number above 12 somewhere), and saved, so new rows are read the same way."""
+    parts = text.str.extract(r"^(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}").dropna().astype(int)
+    return bool(len(parts)) and bool((parts[0] > 12).any()) and not bool((parts[1] > 12).any())
 
 
 def _category_spec(name, values, text, keep):
@@ -155,14 +163,17 @@ def to_booleans(values):
     return lowered.map(lambda v: 1.0 if v in TRUE_WORDS else 0.0 if v in FALSE_WORDS else np.nan)
 
 
-def to_dates(values):
+def to_dates(values, dayfirst=False):
     """Timestamps (timezone-aware ones in UTC, without the zone); unparseable cells are NaT."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return _naive(values)
     text = values.astype(object)
-    parsed = pd.to_datetime(text, errors="coerce", utc=True)
-    if parsed.notna().sum() < 0.9 * text.notna().sum():
-        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+    with warnings.catch_warnings():  # pandas' notes on format inference are not for users.
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, dayfirst=dayfirst)
+        if parsed.notna().sum() < 0.9 * text.notna().sum():
+            parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed",
+                                    dayfirst=dayfirst)
     return _naive(parsed)
 
 
@@ -194,15 +205,25 @@ def typed(frame, schema):
         elif spec["kind"] == "boolean":
             columns[spec["name"]] = to_booleans(values)
         elif spec["kind"] == "date":
-            dates = to_dates(values)
+            dates = to_dates(values, spec.get("dayfirst", False))
             parts = [_part(dates, part) for part in spec["parts"]]
             parts.append((dates - pd.Timestamp(spec["origin"])).dt.total_seconds() / 86400)
             for name, part in zip(derived_names(spec), parts, strict=True):
                 columns[name] = part.astype("float64")
         else:
-            columns[spec["name"]] = values.astype(object).map(
-                lambda v: str(v) if pd.notna(v) else np.nan)
+            columns[spec["name"]] = values.astype(object).map(label)
     return pd.DataFrame(columns, index=frame.index)
+
+
+def label(value):
+    """A category cell as text; 3.0 (a file whose gaps made pandas read floats) is '3'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return np.nan
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def gaps(table, schema):

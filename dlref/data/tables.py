@@ -5,10 +5,13 @@ compressed) or Parquet, with a header row whose names may carry stray spaces.
 than UTF-8, a decimal comma), so a user can tell how the file was read.
 """
 
+import bz2
 import codecs
 import csv
 import gzip
+import lzma
 import re
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -24,10 +27,13 @@ OTHER_FORMATS = {".xlsx", ".xls", ".xlsm", ".ods", ".json", ".jsonl", ".xml", ".
                  ".sav", ".dta", ".sas7bdat", ".db", ".sqlite", ".orc", ".avro"}
 # Cells that mean "no value" in real exports, besides pandas' own (empty, NA, N/A, NaN, null...).
 MISSING_MARKERS = ["?", "-", "--"]
+# Words that stand for "no value" in a column that is otherwise numbers.
+MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "missing", "unknown", "?", "-", "--", ".",
+                 "n.a.", "#n/a", "nil", "empty"}
 # 1,5 and 1.234,5 (a decimal comma, with or without thousands dots).
 _DECIMAL_COMMA = re.compile(r"^-?(\d+|\d{1,3}(\.\d{3})+),\d+$")
 # $1,234.50 / 12% / 1,234: a currency sign, a percent sign, thousands commas.
-_NUMBER_DECORATION = re.compile(r"^[$€£]\s?|\s?%$|(?<=\d),(?=\d{3}(\D|$))")
+_NUMBER_DECORATION = re.compile(r"(?<=^-)[$€£]\s?|^[$€£]\s?|\s?%$|(?<=\d),(?=\d{3}(\D|$))")
 
 
 def read_table(path):
@@ -95,13 +101,22 @@ def _read_csv(path):
 
 
 def _sample_bytes(path, size=1 << 20):
-    if path.suffix.lower() == ".gz":
-        with gzip.open(path, "rb") as handle:
+    """The first MiB of the file's text, decompressed (.gz, .bz2, .xz, or a one-file .zip)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise DlrefError(f"{path} holds {plural(len(names), 'file')}; dlref reads a "
+                                     "zip with exactly one CSV in it.")
+                with archive.open(names[0]) as handle:
+                    return handle.read(size)
+        opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
+        with opener(path, "rb") as handle:
             return handle.read(size)
-    if path.suffix.lower() in COMPRESSED_SUFFIXES:
-        return b"x"  # pandas decompresses; the sniffing falls back to its defaults.
-    with open(path, "rb") as handle:
-        return handle.read(size)
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as error:
+        raise DlrefError(f"Could not read {path} ({type(error).__name__}: {error}).") from None
 
 
 def _encoding(path, raw):
@@ -113,14 +128,15 @@ def _encoding(path, raw):
     if len(raw) > 3 and raw[1:2] == b"\x00" and raw[3:4] == b"\x00":
         return "utf-16-le", [f"Read {path.name} as UTF-16 (little endian, no byte-order mark)."]
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            for _ in handle:
-                pass
+        if path.suffix.lower() in COMPRESSED_SUFFIXES:  # Judge by the decompressed sample.
+            raw.decode("utf-8")
+        else:
+            with open(path, encoding="utf-8", newline="") as handle:
+                for _ in handle:
+                    pass
         return "utf-8", []
     except UnicodeDecodeError:
         pass
-    except (OSError, EOFError):  # A compressed file: pandas reads it as UTF-8.
-        return "utf-8", []
     try:
         raw.decode("cp1252")
         return "cp1252", [f"{path.name} is not UTF-8: read it as Windows-1252 (Latin-1)."]
@@ -181,8 +197,10 @@ def _decorated_numbers(frame):
         if not len(present) or pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9:
             continue
         plain = present.str.replace(_NUMBER_DECORATION, "", regex=True)
+        # Accounts write negative amounts in parentheses: (12.50) is -12.50.
+        plain = plain.str.replace(r"^\((.*)\)$", r"-\1", regex=True)
         numbers = pd.to_numeric(plain, errors="coerce")
-        if numbers.notna().mean() >= 0.95:
+        if (numbers.notna() | present.str.lower().isin(MISSING_WORDS)).all():
             frame[name] = numbers.reindex(values.index)
             converted.append(str(name))
     if not converted:
@@ -192,7 +210,12 @@ def _decorated_numbers(frame):
 
 
 def _tidy(frame, path):
-    """Strips spaces from names and text cells; empty text cells count as missing."""
+    """Strips spaces from names and text cells; empty text cells count as missing. A named
+    index (a Parquet file written from an indexed frame) becomes a column again, and rows are
+    numbered by their position in the file."""
+    if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+        frame = frame.reset_index() if any(frame.index.names) else frame
+    frame = frame.reset_index(drop=True)
     frame.columns = [str(name).strip() for name in frame.columns]
     if frame.columns.duplicated().any():
         names = sorted(set(frame.columns[frame.columns.duplicated()]))

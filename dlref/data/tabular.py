@@ -53,9 +53,9 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
     notes = list(frames.notes)
     rows_read = sum(len(frame) for _, frame in _splits(frames))
     name = frames.target
-    notes += _drop_rows_without_target(frames)
     names = select_columns(frames.train, name, source, frames.where)
     _check_same_columns(frames, names)
+    notes += _drop_rows_without_target(frames)
     schema, left_out, problems = columns.infer_schema(frames.train, names, source.features or ())
     if problems:
         raise DlrefError("Some columns cannot be used as they are:\n  - " + "\n  - ".join(problems)
@@ -77,11 +77,10 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
     encoding = columns.fit_encoding(train_table, schema, missing,
                                     source.max_categories or MAX_CATEGORIES)
     x_train, _ = columns.encode(train_table, encoding)
-    val = given.get("val")
-    val = (columns.encode(tables_["val"], encoding)[0], val) if val is not None else (
+    unseen_notes = []
+    val = _given_split(given, "val", tables_, encoding, unseen_notes) or (
         columns.encode(tables_["train"].iloc[val_rows], encoding)[0], y[val_rows])
-    test = given.get("test")
-    test = (columns.encode(tables_["test"], encoding)[0], test) if test is not None else (
+    test = _given_split(given, "test", tables_, encoding, unseen_notes) or (
         columns.encode(tables_["train"].iloc[test_rows], encoding)[0], y[test_rows])
 
     meta = {"task": task, "target": str(name), "source": frames.where, "missing": missing,
@@ -93,10 +92,26 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
                               encoding, gap_counts, left_out, missing)
     line = overview.missing_line(gap_counts, missing, dropped_rows, rows_before)
     notes += [line] if line else []
-    warnings = overview.leakage_warnings(train_table, schema, encoding, y[train_rows], task,
-                                         name, seed)
+    warnings = unseen_notes + overview.leakage_warnings(train_table, schema, encoding,
+                                                        y[train_rows], task, name, seed)
     return Dataset(train=(x_train, y[train_rows]), val=val, test=test, meta=meta,
                    fingerprint=fingerprint(frames, source), notes=notes, warnings=warnings)
+
+
+def _given_split(given, split, tables_, encoding, notes):
+    """(x, y) of a pre-split file, noting categories that training never saw."""
+    if given.get(split) is None:
+        return None
+    x, unseen = columns.encode(tables_[split], encoding)
+    if unseen:
+        notes.append(f"Warning: the {split} file has values never seen in training "
+                     f"({_unseen_text(unseen)}).")
+    return x, given[split]
+
+
+def _unseen_text(unseen):
+    return "; ".join(f"{name}: {plural(count, 'row')}, e.g. {example!r}"
+                     for name, (count, example) in unseen.items())
 
 
 def read_frames(source, default_dataset):
@@ -181,6 +196,7 @@ def _given_splits(frames, source):
 def _drop_rows_without_target(frames):
     notes = []
     for split, frame in _splits(frames):
+        frame[frames.target] = target.clean(frame[frames.target])
         empty = frame[frames.target].isna()
         if empty.all():
             raise DlrefError(f"The target {frames.target!r} is empty in every row of the "
@@ -261,6 +277,9 @@ def _split(y, task, seed, val_fraction, test_fraction, need_val=True, need_test=
     if len(y) < 10:
         raise DlrefError(f"Only {plural(len(y), 'data row')}: dlref needs at least 10 to train "
                          "and test.")
+    if need_test and test_fraction == 0:
+        raise DlrefError("test_fraction = 0 leaves no test rows: give a pre-split file with "
+                         "--test-data FILE, or a test_fraction above 0.")
     indices, empty = np.arange(len(y)), np.arange(0)
     held = {"val": val_fraction if need_val else 0.0, "test": test_fraction if need_test else 0.0}
     if not sum(held.values()):
@@ -338,14 +357,14 @@ def features_for(frame, meta, where):
         if meta.get("missing") == "error":
             raise DlrefError(f"{where}: {plural(int(gap_rows.sum()), 'row')} with gaps, and the "
                              "model was trained with --missing error.")
-        notes.append(f"{plural(int(gap_rows.sum()), 'row')} with gaps: filled as in training "
-                     "(median and indicator for numbers, (missing) for text).")
+        how = ("the model was trained on rows without gaps (--missing drop)"
+               if meta.get("missing") == "drop" else "as in training")
+        notes.append(f"{plural(int(gap_rows.sum()), 'row')} with gaps: filled with the training "
+                     f"medians (text: no category or (missing)); {how}.")
     x, unseen = columns.encode(table, meta["columns"])
     if unseen:
-        shown = "; ".join(f"{name}: {plural(count, 'row')}, e.g. {example!r}"
-                          for name, (count, example) in unseen.items())
-        notes.append(f"Warning: values never seen in training ({shown}); they count as "
-                     "(other) where training had rare values, else as no category.")
+        notes.append(f"Warning: values never seen in training ({_unseen_text(unseen)}); they "
+                     "count as (other) where training had rare values, else as no category.")
     return x, notes
 
 
@@ -357,7 +376,7 @@ def _text_in_numbers(frame, table, schema):
             continue
         raw = frame[spec["name"]]
         text = raw.notna() & table[spec["name"]].isna()
-        text &= ~raw.astype(str).str.strip().str.lower().isin(columns.MISSING_WORDS)
+        text &= ~raw.astype(str).str.strip().str.lower().isin(tables.MISSING_WORDS)
         if text.any():
             found.append(f"{spec['name']}: {plural(int(text.sum()), 'row')}, e.g. "
                          f"{raw[text].iloc[0]!r}")
@@ -377,6 +396,7 @@ def load_labelled(path, meta):
     frame, notes = tables.read_table(path)
     name = meta["target"]
     target.check_present(frame, name, str(path))
+    frame[name] = target.clean(frame[name])
     empty = frame[name].isna()
     if empty.any():
         notes.append(f"Dropped {plural(int(empty.sum()), 'row')} whose target {name!r} is "

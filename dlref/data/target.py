@@ -20,13 +20,29 @@ def check_present(frame, target, where):
         )
 
 
+def clean(series):
+    """A target of numbers with a few words for "missing" (n/a, unknown, ?) becomes numbers,
+    those cells gaps, so the rows are dropped rather than the numbers read as labels."""
+    from dlref.data.tables import MISSING_WORDS, is_text
+
+    if not is_text(series):
+        return series
+    present = series.dropna().astype(str).str.strip()
+    numbers = pd.to_numeric(present, errors="coerce")
+    stray = present[numbers.isna()]
+    if len(present) and numbers.notna().mean() >= 0.9 and (
+            stray.str.lower().isin(MISSING_WORDS).all()):
+        return pd.to_numeric(series.astype(object), errors="coerce").rename(series.name)
+    return series
+
+
 def task_of(source):
     """(recipe, reason) for `dlref train --data F --target T` without a recipe name."""
     from dlref.data.tables import read_table
 
     frame, _ = read_table(source.data)
     check_present(frame, source.target.strip(), source.data)
-    task, reason = infer_task(frame[source.target.strip()])
+    task, reason = infer_task(clean(frame[source.target.strip()]))
     if source.positive_class is not None and task == "multiclass":
         return "binary", f"--positive-class {source.positive_class} -> binary, one-vs-rest"
     return task, reason
@@ -132,11 +148,12 @@ def _check_class_labels(series, task):
             "`dlref train regression`."
         )
     distinct = values.nunique()
-    if numeric and task == "binary" and distinct > MAX_CLASS_NUMBERS and distinct > 2:
+    if numeric and distinct > (MAX_CLASS_NUMBERS if task == "binary" else 100):
         raise DlrefError(
             f"Target {series.name!r} holds {distinct} distinct numbers: that is a quantity to "
-            "predict, not two classes. Use `dlref train regression`, or one-vs-rest with "
-            "--positive-class VALUE."
+            f"predict, not {'two classes' if task == 'binary' else 'class labels'}. Use "
+            "`dlref train regression`"
+            + (", or one-vs-rest with --positive-class VALUE." if task == "binary" else ".")
         )
     _check_class_count(series, values, task)
 
