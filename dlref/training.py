@@ -262,11 +262,7 @@ def _finish(module, config, data, model, run_dir):
         data.meta.update(module.calibrate(model, data, config))
     result = module.evaluate(model, data)
     if hasattr(module, "score") and len(data.train[1]):
-        classical = reports.classical_outputs(data, config.seed)
-        # The classical model decides at 0.5: the threshold tuned on the network's validation
-        # scores says nothing about HistGradientBoosting's.
-        baseline_meta = {**data.meta, "threshold": 0.5}
-        for metric, value in module.score(data.test[1], classical, baseline_meta).items():
+        for metric, value in classical_scores(module, data, config.seed).items():
             result["metrics"][metric]["classical"] = value
     io.save_model(model, run_dir / "model.keras")
     io.write_json(run_dir / "artifacts" / "meta.json", data.meta)
@@ -286,6 +282,18 @@ def _finish(module, config, data, model, run_dir):
         metrics=result["metrics"],
     )
     _print_summary(run_dir, result)
+
+
+def classical_scores(module, data, seed):
+    """The recipe's test metrics for HistGradientBoosting fitted on the same training split.
+
+    It decides at 0.5: the threshold tuned on the network's validation scores says nothing
+    about HistGradientBoosting's.
+    """
+    from dlref import reports
+
+    outputs = reports.classical_outputs(data, seed)
+    return module.score(data.test[1], outputs, {**data.meta, "threshold": 0.5})
 
 
 def _stopped(run_dir, status, reason):

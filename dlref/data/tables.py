@@ -149,7 +149,7 @@ def _check_header(path, sample, delimiter):
     lines = sample.splitlines()
     first = next(csv.reader(lines[:1], delimiter=delimiter), [])
     names = [name.strip() for name in first]
-    if names and all(_is_number(name) for name in names):
+    if names and all(is_number(name) for name in names):
         shown = ", ".join(names[:4])
         raise DlrefError(f"{path}: the first row looks like data ({shown}...). dlref needs a "
                          "header row with column names.")
@@ -167,19 +167,33 @@ def _check_header(path, sample, delimiter):
         raise DlrefError(f"{path} has a header but no data rows.")
 
 
-def _decimal_commas(frame):
-    """Text columns that are numbers written with a decimal comma (1,5) become numbers."""
+def _convert_text_columns(frame, convert):
+    """Replaces each text column for which `convert(stripped non-empty cells)` returns numbers;
+    returns the names of the columns it replaced."""
     converted = []
     for name in frame.columns:
         values = frame[name]
         if not is_text(values):
             continue
         present = values.dropna().astype(str).str.strip()
-        comma = present.str.match(_DECIMAL_COMMA)
-        if comma.any() and (comma | present.str.match(r"^-?\d+$")).mean() >= 0.9:
-            plain = present.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-            frame[name] = pd.to_numeric(plain, errors="coerce").reindex(values.index)
+        numbers = convert(present) if len(present) else None
+        if numbers is not None:
+            frame[name] = numbers.reindex(values.index)
             converted.append(str(name))
+    return converted
+
+
+def _decimal_commas(frame):
+    """Text columns that are numbers written with a decimal comma (1,5) become numbers."""
+
+    def convert(present):
+        comma = present.str.match(_DECIMAL_COMMA)
+        if not (comma.any() and (comma | present.str.match(r"^-?\d+$")).mean() >= 0.9):
+            return None
+        plain = present.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+        return pd.to_numeric(plain, errors="coerce")
+
+    converted = _convert_text_columns(frame, convert)
     if not converted:
         return []
     return [f"Read decimal commas as decimal points in {plural(len(converted), 'column')}: "
@@ -188,21 +202,18 @@ def _decimal_commas(frame):
 
 def _decorated_numbers(frame):
     """Text columns of numbers written for people ($1,234.50, 12%, 1,234) become numbers."""
-    converted = []
-    for name in frame.columns:
-        values = frame[name]
-        if not is_text(values):
-            continue
-        present = values.dropna().astype(str).str.strip()
-        if not len(present) or pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9:
-            continue
+
+    def convert(present):
+        if pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9:
+            return None  # Plain numbers with a few stray cells: the column kinds decide.
         plain = present.str.replace(_NUMBER_DECORATION, "", regex=True)
         # Accounts write negative amounts in parentheses: (12.50) is -12.50.
         plain = plain.str.replace(r"^\((.*)\)$", r"-\1", regex=True)
         numbers = pd.to_numeric(plain, errors="coerce")
-        if (numbers.notna() | present.str.lower().isin(MISSING_WORDS)).all():
-            frame[name] = numbers.reindex(values.index)
-            converted.append(str(name))
+        ok = (numbers.notna() | present.str.lower().isin(MISSING_WORDS)).all()
+        return numbers if ok else None
+
+    converted = _convert_text_columns(frame, convert)
     if not converted:
         return []
     return [f"Read {plural(len(converted), 'column')} of numbers written with $, % or thousands "
@@ -235,7 +246,7 @@ def is_text(values):
     return values.dtype == object or pd.api.types.is_string_dtype(values)
 
 
-def _is_number(text):
+def is_number(text):
     try:
         float(text)
         return True

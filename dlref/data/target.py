@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from dlref.data.columns import plain
+from dlref.data.tables import is_number
 from dlref.errors import DlrefError, close_match
 
 POSITIVE_WORDS = {"1", "true", "yes", "y", "positive", "pos"}
@@ -126,15 +127,7 @@ def labels_as_text(series):
 
 
 def sort_key(value):
-    return (0, float(value), "") if _is_number(str(value)) else (1, 0.0, str(value))
-
-
-def _is_number(text):
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+    return (0, float(value), "") if is_number(str(value)) else (1, 0.0, str(value))
 
 
 def _check_class_labels(series, task):
