@@ -90,7 +90,8 @@ def mark_running(run_dir, **changes):
 
 
 def find_run(ref, root):
-    """Resolves RUN given as a path to a run folder, or as a folder name under the runs root."""
+    """Resolves RUN: a path to a run folder, a folder name under the runs root, or the name
+    given with --name (the newest run of that name, when there are several)."""
     path = Path(ref)
     if (path / MANIFEST).is_file():
         return path
@@ -98,12 +99,20 @@ def find_run(ref, root):
         raise DlrefError(f"{ref} is a folder but not a dlref run (it has no {MANIFEST}).")
     if "/" not in str(ref) and NAME_PATTERN.fullmatch(str(ref)):
         matches = sorted(p.parent for p in Path(root).glob(f"*/{ref}/{MANIFEST}"))
-        if len(matches) == 1:
-            return matches[0]
         if len(matches) > 1:
             listed = ", ".join(str(m) for m in matches)
             raise DlrefError(f"Run name {ref!r} is ambiguous: {listed}. Give the path.")
+        named = Path(root).glob(f"*/*-{ref}/{MANIFEST}")
+        matches = matches or sorted((p.parent for p in named), key=_started)[-1:]
+        if matches:
+            return matches[0]
     raise DlrefError(f"No run {ref!r} (looked for a folder with {MANIFEST}, and under {root}/).")
+
+
+def _started(run_dir):
+    """Sort key: a run folder's creation stamp (tune- runs sort among the others), then the
+    folder's own time for runs started within the same second."""
+    return run_dir.name.removeprefix("tune-")[:15], run_dir.stat().st_ctime_ns
 
 
 def list_runs(root, recipe=None):

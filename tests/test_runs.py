@@ -111,6 +111,10 @@ def test_find_run_by_path_and_by_name(tmp_path):
     assert runs.find_run(run_dir.name, tmp_path) == run_dir
     with pytest.raises(DlrefError, match="No run 'nothing'"):
         runs.find_run("nothing", tmp_path)
+    assert runs.find_run("findme", tmp_path) == run_dir  # The --name alone.
+    newer = runs.create_run(tmp_path, "binary", "findme")
+    runs.new_manifest(newer, "train", "binary", [])
+    assert runs.find_run("findme", tmp_path) == newer  # The newest of that name.
     with pytest.raises(DlrefError, match="not a dlref run"):
         runs.find_run(str(tmp_path), tmp_path)
 
