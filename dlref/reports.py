@@ -49,6 +49,11 @@ def _fmt(value):
 
 # --- Plots -----------------------------------------------------------------------------------
 
+# Above this many test rows a scatter plot is a solid blob (54,000 diamonds gave one): hexagons
+# coloured by count show where the points are.
+HEXBIN_ABOVE = 2000
+CLASSICAL = "HistGradientBoosting"
+
 
 def _figure(width=5.0, height=4.0, columns=1):
     import matplotlib
@@ -59,52 +64,111 @@ def _figure(width=5.0, height=4.0, columns=1):
     return pyplot.subplots(1, columns, figsize=(width, height), dpi=100)
 
 
-def learning_curves(history, monitor):
-    """Loss (and the monitored metric, when it is another one) per epoch, train and validation."""
-    names = ["loss"] + ([monitor.removeprefix("val_")] if monitor != "val_loss" else [])
-    figure, axes = _figure(5.0 * len(names), 4.0, columns=len(names))
-    axes = np.atleast_1d(axes)
+def learning_curves(history, monitor, loss_label="loss", kept_epoch=None):
+    """Loss, the monitored metric and accuracy per epoch, train and validation.
+
+    Args:
+        history: history.csv's rows ("epoch" 0-based).
+        monitor: the metric that picks the checkpoint, e.g. "val_roc_auc".
+        loss_label: the loss axis' name with its unit, e.g. "MAE (price)".
+        kept_epoch: the 1-based epoch the saved model comes from, marked on every panel.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    names = _curve_names(history, monitor)
+    # At least 6 inches: the shared legend below is one row of three entries.
+    figure, axes = _figure(max(6.0, 5.0 * len(names)), 4.4, columns=len(names))
     epochs = [row["epoch"] + 1 for row in history]
-    for axis, name in zip(axes, names, strict=True):
-        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+    for axis, name in zip(np.atleast_1d(axes), names, strict=True):
+        # Fixed colours: validation stays orange on a panel that has no train curve.
+        for key, label, color in ((name, "train", "C0"), (f"val_{name}", "validation", "C1")):
             values = [row.get(key, math.nan) for row in history]
             if not all(isinstance(v, float) and math.isnan(v) for v in values):
-                axis.plot(epochs, values, marker=".", label=label)
-        axis.set(xlabel="epoch", ylabel=name, title=name)
-        axis.legend()
-    figure.tight_layout()
+                axis.plot(epochs, values, marker=".", label=label, color=color)
+        if kept_epoch is not None:
+            axis.axvline(kept_epoch, color="gray", linestyle=":",
+                         label=f"kept: epoch {kept_epoch} (best {monitor})")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # No epoch 1.5.
+        axis.set(xlabel="epoch", ylabel=loss_label if name == "loss" else name, title=name)
+    _shared_legend(figure)
     return figure
 
 
-def predicted_vs_actual(y_true, predictions, target):
-    figure, axis = _figure()
-    axis.scatter(y_true, predictions, s=12, alpha=0.7)
-    low, high = float(min(np.min(y_true), np.min(predictions))), float(
-        max(np.max(y_true), np.max(predictions)))
+def _shared_legend(figure):
+    """One legend below the panels: inside them it covered curves wherever it went."""
+    entries = {}
+    for axis in figure.axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    figure.legend(entries.values(), entries.keys(), loc="lower center", ncol=max(1, len(entries)),
+                  frameon=False)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+
+
+def _curve_names(history, monitor):
+    """The loss, the monitored metric when it is another one, and accuracy when logged."""
+    names = ["loss", monitor.removeprefix("val_")]
+    if any("accuracy" in row or "val_accuracy" in row for row in history):
+        names.append("accuracy")
+    return list(dict.fromkeys(names))  # Drops the repeats, keeps the order.
+
+
+def _short(value):
+    """A figure for a title: 3 significant digits, whole numbers from 100 on (no 1.23e+03)."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def predicted_vs_actual(y_true, predictions, target, classical=None):
+    """Predictions against the truth with the identity line and the test MAE in the title.
+
+    Args:
+        classical: the classical baseline's predictions; only its MAE is shown, in the title.
+    """
+    y_true, predictions = np.asarray(y_true, float), np.asarray(predictions, float).reshape(-1)
+    figure, axis = _figure(5.5, 5.0)
+    if len(y_true) > HEXBIN_ABOVE:
+        cells = axis.hexbin(y_true, predictions, gridsize=60, mincnt=1, bins="log", cmap="viridis")
+        figure.colorbar(cells, ax=axis, fraction=0.046, label="rows (log scale)")
+    else:
+        axis.scatter(y_true, predictions, s=12, alpha=0.6, label="test rows")
+    low = float(min(y_true.min(), predictions.min()))
+    high = float(max(y_true.max(), predictions.max()))
     axis.plot([low, high], [low, high], color="gray", linestyle="--", label="perfect")
-    axis.set(xlabel=f"actual {target}", ylabel=f"predicted {target}", title="Test set")
-    axis.legend()
+    margin = 0.03 * (high - low) or 1.0  # Keeps the extreme points whole.
+    low, high = low - margin, high + margin
+    title = f"Test MAE {_short(np.mean(np.abs(predictions - y_true)))}"
+    if classical is not None:
+        mae = np.mean(np.abs(np.asarray(classical, float).reshape(-1) - y_true))
+        title += f" ({CLASSICAL} {_short(mae)})"
+    axis.set(xlabel=f"actual {target}", ylabel=f"predicted {target}", title=title,
+             xlim=(low, high), ylim=(low, high), aspect="equal")
+    axis.legend(loc="upper left")
     figure.tight_layout()
     return figure
 
 
-def roc_curve(y_true, scores, positive_class):
+def roc_curve(y_true, scores, positive_class, classical=None):
+    """The model's ROC curve, the classical baseline's (given its scores) and chance."""
     from sklearn import metrics
 
     from dlref.callbacks import roc_auc
 
     figure, axis = _figure()
-    false_positive, true_positive, _ = metrics.roc_curve(y_true, scores)
-    axis.plot(false_positive, true_positive, label=f"model (AUC {roc_auc(y_true, scores):.3f})")
-    axis.plot([0, 1], [0, 1], color="gray", linestyle="--", label="chance (AUC 0.5)")
+    curves = {"model": scores, **({CLASSICAL: classical} if classical is not None else {})}
+    # The baseline dashed over a wider model line: where the curves coincide both still show.
+    for (name, values), style in zip(curves.items(), ("-", "--"), strict=False):
+        false_positive, true_positive, _ = metrics.roc_curve(y_true, values)
+        axis.plot(false_positive, true_positive, linestyle=style, linewidth=3.5 - len(style),
+                  label=f"{name} (AUC {roc_auc(y_true, values):.3f})")
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUC 0.5)")
     axis.set(xlabel="false positive rate", ylabel="true positive rate",
-             title=f"ROC curve, positive class: {positive_class}")
+             title=f"ROC curve (test set), positive class: {positive_class}")
     axis.legend(loc="lower right")
     figure.tight_layout()
     return figure
 
 
-def confusion_matrix(y_true, predicted, classes):
+def confusion_matrix(y_true, predicted, classes, title="Confusion matrix (test set)"):
     from sklearn import metrics
 
     matrix = metrics.confusion_matrix(y_true, predicted, labels=list(range(len(classes))))
@@ -114,11 +178,17 @@ def confusion_matrix(y_true, predicted, classes):
     figure.colorbar(image, ax=axis, fraction=0.046)
     ticks = range(len(classes))
     axis.set(xticks=ticks, yticks=ticks, xticklabels=classes, yticklabels=classes,
-             xlabel="predicted", ylabel="actual", title="Confusion matrix (test set)")
+             xlabel="predicted", ylabel="actual", title=title)
+    if max(len(str(name)) for name in classes) * len(classes) > 8 * size:
+        # About 8 characters fit in an inch of axis: longer names side by side would overlap.
+        axis.tick_params(axis="x", labelrotation=45)
+        for label in axis.get_xticklabels():
+            label.set_horizontalalignment("right")
     if len(classes) <= 20:
         for (row, column), count in np.ndenumerate(matrix):
             color = "white" if count > matrix.max() / 2 else "black"
-            axis.text(column, row, str(count), ha="center", va="center", color=color, fontsize=8)
+            axis.text(column, row, str(count), ha="center", va="center", color=color,
+                      fontsize=11 if len(classes) <= 5 else 8)
     figure.tight_layout()
     return figure
 
@@ -140,4 +210,23 @@ def save_figures(figures, run_dir, texts=None, step=0):
         for name, text in (texts or {}).items():
             # Four leading spaces: TensorBoard renders text as Markdown, this keeps columns.
             tf.summary.text(name, "\n".join("    " + line for line in text.splitlines()), step=step)
+    writer.close()
+
+
+def save_test_scalars(metrics, run_dir, step=0):
+    """Test metrics as TensorBoard scalars in logs/test, so the Scalars tab compares runs.
+
+    The model's figure is tag test/NAME, the baselines' test/NAME_trivial and
+    test/NAME_classical: one chart per figure, with a point for each run. NaN is left out.
+    """
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(Path(run_dir) / "logs" / "test"))
+    with writer.as_default():
+        for name, row in metrics.items():
+            for predictor, value in row.items():
+                if not isinstance(value, (int, float)) or math.isnan(value):
+                    continue
+                suffix = "" if predictor == "model" else f"_{predictor}"
+                tf.summary.scalar(f"test/{name}{suffix}", float(value), step=step)
     writer.close()

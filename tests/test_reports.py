@@ -1,4 +1,5 @@
-"""Reports: metric tables, learning curves, the classical baseline, figures into TensorBoard."""
+"""Reports: metric tables, learning curves, the classical baseline, figures and test scalars
+into TensorBoard."""
 
 import math
 
@@ -79,3 +80,14 @@ def test_save_figures_writes_png_and_tensorboard_images(tmp_path):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             tags.update(value.tag for value in event.summary.value)
     assert {"learning_curves", "confusion_matrix"} <= tags
+
+
+def test_save_test_scalars_writes_each_predictor_and_skips_nan(tmp_path):
+    import helpers
+
+    metrics = {"mae": {"model": 0.5, "trivial": 1.25, "classical": 0.75},
+               "r2": {"model": math.nan, "trivial": 0.0}}
+    reports.save_test_scalars(metrics, tmp_path, step=3)
+    scalars = helpers.scalar_events(tmp_path / "logs" / "test")
+    assert scalars == {"test/mae": [(3, 0.5)], "test/mae_trivial": [(3, 1.25)],
+                       "test/mae_classical": [(3, 0.75)], "test/r2_trivial": [(3, 0.0)]}

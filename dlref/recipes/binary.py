@@ -140,12 +140,25 @@ def evaluate(model, data):
             f"(positive class: {data.meta['positive_class']})\n{report}"}
 
 
-def plots(model, data):
+def loss_label(meta):
+    return "cross-entropy"
+
+
+def plots(model, data, classical=None):
+    """The ROC curve (with the classical baseline's, given its probabilities) and the confusion
+    matrix at the chosen threshold."""
     from dlref import reports
 
     x_test, y_test = data.test
     probability = model.predict(x_test, verbose=0).reshape(-1)
-    return {"roc_curve": reports.roc_curve(y_test, probability, data.meta["positive_class"])}
+    threshold = data.meta.get("threshold", 0.5)
+    return {
+        "roc_curve": reports.roc_curve(y_test, probability, data.meta["positive_class"],
+                                       classical=classical),
+        "confusion_matrix": reports.confusion_matrix(
+            y_test, (probability >= threshold).astype(int), data.meta["classes"],
+            title=f"Confusion matrix (test set)\nat threshold {threshold:.4f}"),
+    }
 
 
 predict = tabular.predict

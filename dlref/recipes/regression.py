@@ -105,13 +105,18 @@ def evaluate(model, data):
     return {"metrics": common.compare(score, y_test, outputs, data.meta)}
 
 
-def plots(model, data):
+def loss_label(meta):
+    """The loss axis of the learning curves: MAE, in the target's units."""
+    return f"MAE ({meta['target']})"
+
+
+def plots(model, data, classical=None):
     from dlref import reports
 
     x_test, y_test = data.test
     predictions = model.predict(x_test, verbose=0).reshape(-1)
-    return {"predicted_vs_actual": reports.predicted_vs_actual(y_test, predictions,
-                                                               data.meta["target"])}
+    return {"predicted_vs_actual": reports.predicted_vs_actual(
+        y_test, predictions, data.meta["target"], classical=classical)}
 
 
 predict = tabular.predict
