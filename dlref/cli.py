@@ -200,6 +200,11 @@ def train(
     from dlref import training
 
     if resume:
+        _refuse_with_resume(name=name, data=data, target=target, positive_class=positive_class,
+                            dataset=dataset, val_data=val_data, test_data=test_data,
+                            missing=missing, drop=drop, features=features,
+                            max_categories=max_categories, config=config, set=set_, seed=seed,
+                            name_=run_name, strategy=strategy != "default")
         run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs)
     else:
         source = _source(data, dataset, target, positive_class, val_data, test_data, missing,
@@ -209,6 +214,20 @@ def train(
                                  strategy=strategy, argv=sys.argv)
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
+
+
+def _refuse_with_resume(**given):
+    """--resume continues a run with its own settings: any other option would be ignored."""
+    flags = {"name": "a recipe name", "name_": "--name", "set": "--set",
+             "positive_class": "--positive-class", "val_data": "--val-data",
+             "test_data": "--test-data", "max_categories": "--max-categories"}
+    named = [flags.get(key, f"--{key}") for key, value in given.items() if value]
+    if named:
+        raise DlrefError(
+            f"--resume continues a run with the settings it started with, so {', '.join(named)} "
+            "cannot apply. Only --epochs (a new total) and --runs-dir go with --resume; for "
+            "other settings start a new run, e.g. dlref train --config RUN/config.toml "
+            "--set key=value.")
 
 
 @app.command()
@@ -351,9 +370,10 @@ def predict(
     Example: dlref predict runs/binary/20261123-101500-a1b2 --data new.csv
     """
     from dlref import training
+    from dlref.text import plural
 
     path, count = training.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite)
-    typer.echo(f"Wrote {count} predictions to {path}")
+    typer.echo(f"Wrote {plural(count, 'prediction')} to {path}")
 
 
 @app.command("runs")
@@ -408,6 +428,8 @@ def tensorboard(
 
     Example: dlref tensorboard runs/binary
     """
+    import ctypes
+    import signal
     import subprocess
 
     logdir = logdir or str(runs.runs_root())
@@ -419,10 +441,41 @@ def tensorboard(
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
                "--host", host, "--port", str(port)]
     typer.echo(f"TensorBoard on http://{host}:{port}/  (Ctrl-C to stop)")
+    # No server may outlive dlref. It runs in its own session, so a Ctrl-C in the terminal
+    # reaches dlref alone, and dlref stops it on SIGINT, SIGTERM and SIGHUP. On Linux the kernel
+    # also sends it SIGTERM when dlref dies without that chance (kill -9): PR_SET_DEATHSIG.
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    parent = os.getpid()
+
+    def die_with_dlref():  # In the child, between fork and exec.
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_DEATHSIG.
+        if os.getppid() != parent:  # dlref died before the line above took effect.
+            os._exit(1)
+
+    def stop(signum, frame):
+        raise typer.Exit(0 if signum == signal.SIGINT else 128 + signum)
+
+    def stop_server(server):
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=10)
+        except (subprocess.TimeoutExpired, typer.Exit):  # Slow to stop, or a second signal.
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+    stop_signals = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
+    previous = {signum: signal.signal(signum, stop) for signum in stop_signals if signum}
+    server = None
     try:
-        raise typer.Exit(subprocess.call(command))
-    except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        server = subprocess.Popen(command, start_new_session=True,
+                                  preexec_fn=die_with_dlref if libc else None)
+        code = server.wait()
+        raise typer.Exit(code if code >= 0 else 128 - code)
+    finally:
+        if server is not None and server.poll() is None:
+            stop_server(server)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

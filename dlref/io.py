@@ -6,6 +6,7 @@ A kill at any moment leaves either the old file or the new one, never a truncate
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,18 @@ def atomic_path(path, suffix=""):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# Names atomic_path gives its temporary files: .NAME.<8 random characters>.tmp[SUFFIX].
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9.]+)?")
+
+
+def remove_temporaries(folder):
+    """Deletes temporary files that a killed process left under `folder` (mid-save, before its
+    rename); call it only while no other process writes there (the run's lock held)."""
+    for path in Path(folder).rglob(".*.tmp*"):
+        if path.is_file() and not path.is_symlink() and TEMPORARY.fullmatch(path.name):
+            path.unlink()
 
 
 def write_text(path, text):

@@ -5,10 +5,12 @@ run.json, config.toml, logs/, checkpoints/, model.keras, artifacts/, history.csv
 metrics.json and plots/. This module imports nothing heavy: `dlref runs` must stay fast.
 """
 
+import contextlib
 import os
 import re
 import secrets
 import socket
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from dlref import io
 from dlref.errors import DlrefError
 
 MANIFEST = "run.json"
+LOCK = ".lock"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 STATUSES = ("running", "completed", "failed", "interrupted")
 
@@ -31,8 +34,15 @@ def validate_name(name):
 
 
 def runs_root(runs_dir=None):
-    """--runs-dir, else $DLREF_RUNS_DIR, else ./runs."""
-    return Path(runs_dir or os.environ.get("DLREF_RUNS_DIR") or "runs")
+    """--runs-dir, else $DLREF_RUNS_DIR, else ./runs; refused when it names a file."""
+    path = Path(runs_dir or os.environ.get("DLREF_RUNS_DIR") or "runs")
+    if path.exists() and not path.is_dir():
+        named = f"--runs-dir {path}" if runs_dir else f"DLREF_RUNS_DIR ({path})"
+        if not runs_dir and not os.environ.get("DLREF_RUNS_DIR"):
+            named = f"The default runs folder {path}"
+        raise DlrefError(f"{named} is a file, not a folder. Give a folder for the runs with "
+                         "--runs-dir (or DLREF_RUNS_DIR).")
+    return path
 
 
 def create_run(root, recipe, name=None, prefix=""):
@@ -40,20 +50,82 @@ def create_run(root, recipe, name=None, prefix=""):
     if name is not None:
         validate_name(name)
     recipe_dir = Path(root) / recipe
-    recipe_dir.mkdir(parents=True, exist_ok=True)
-    for _ in range(20):
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        folder = f"{prefix}{stamp}-{secrets.token_hex(2)}" + (f"-{name}" if name else "")
-        try:
-            (recipe_dir / folder).mkdir(exist_ok=False)
-            return recipe_dir / folder
-        except FileExistsError:
-            continue
+    try:
+        recipe_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            folder = f"{prefix}{stamp}-{secrets.token_hex(2)}" + (f"-{name}" if name else "")
+            try:
+                (recipe_dir / folder).mkdir(exist_ok=False)
+                return recipe_dir / folder
+            except FileExistsError:
+                continue
+    except (FileExistsError, NotADirectoryError):  # The folder, or one above it, is a file.
+        file = next((p for p in (recipe_dir, *recipe_dir.parents) if p.exists()), recipe_dir)
+        raise DlrefError(f"Cannot create a run folder in {recipe_dir}: {file} is a file, not a "
+                         "folder. Choose another --runs-dir (or DLREF_RUNS_DIR).") from None
+    except OSError as error:  # Read-only, no space left, ...
+        raise DlrefError(f"Cannot create a run folder in {recipe_dir}: {error.strerror}. Choose "
+                         "a folder you can write to with --runs-dir (or DLREF_RUNS_DIR).") from None
     raise DlrefError(f"Could not create a unique run folder under {recipe_dir}.")
 
 
 def read_manifest(run_dir):
-    return io.read_json(Path(run_dir) / MANIFEST)
+    path = Path(run_dir) / MANIFEST
+    try:
+        return io.read_json(path)
+    except ValueError as error:  # Damaged by hand, or by a full disk before dlref wrote it.
+        raise DlrefError(f"{path} is not readable JSON ({error}): dlref cannot tell what this "
+                         "run is. Restore the file, or start a new run.") from None
+
+
+@contextlib.contextmanager
+def locked(run_dir):
+    """Holds the run folder's lock while this process writes into it.
+
+    The lock is an flock on RUN/.lock, which holds the owner's pid and host for the message a
+    second process gets. The kernel releases an flock when its process dies, kill -9 included,
+    so a lock left by a dead process never blocks a resume. The file itself stays (deleting it
+    would let two processes lock two different files of the same name).
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    try:
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as error:
+        raise DlrefError(f"Cannot write in {run_dir} ({error.strerror}).") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise DlrefError(f"{run_dir} is in use by {owner}: wait for it to finish or stop "
+                             "it first (two processes writing one run would mix their "
+                             "epochs).") from None
+        handle.truncate(0)
+        handle.write(f"dlref process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_writable(run_dir):
+    """Fails before training, not after it, when a folder of the run cannot be written."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "checkpoints" / "backup",
+                   run_dir / "logs", run_dir / "plots", run_dir / "artifacts"):
+        if not folder.is_dir():
+            continue
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise DlrefError(f"Cannot write in {folder} ({error.strerror}): fix its "
+                             "permissions, then resume again.") from None
 
 
 def write_manifest(run_dir, manifest):
@@ -91,10 +163,15 @@ def mark_running(run_dir, **changes):
 
 def find_run(ref, root):
     """Resolves RUN: a path to a run folder, a folder name under the runs root, or the name
-    given with --name (the newest run of that name, when there are several)."""
+    given with --name (the newest run of that name, when there are several).
+
+    A run reached through a symbolic link, or holding one, is refused: run folders live inside
+    the runs root (DESIGN.md section 4) and dlref writes no links into them, so a link there
+    was planted, and following it would load a model or a config from elsewhere.
+    """
     path = Path(ref)
     if (path / MANIFEST).is_file():
-        return path
+        return _without_links(path, root)
     if path.is_dir():
         raise DlrefError(f"{ref} is a folder but not a dlref run (it has no {MANIFEST}).")
     if "/" not in str(ref) and NAME_PATTERN.fullmatch(str(ref)):
@@ -105,8 +182,29 @@ def find_run(ref, root):
         named = Path(root).glob(f"*/*-{ref}/{MANIFEST}")
         matches = matches or sorted((p.parent for p in named), key=_started)[-1:]
         if matches:
-            return matches[0]
+            return _without_links(matches[0], root)
     raise DlrefError(f"No run {ref!r} (looked for a folder with {MANIFEST}, and under {root}/).")
+
+
+def _without_links(run_dir, root):
+    """The run folder, unless it is a symbolic link, leads out of the runs root through one,
+    or holds one (find_run)."""
+    if run_dir.is_symlink():
+        raise DlrefError(f"{run_dir} is a symbolic link (to {os.readlink(run_dir)}), which dlref "
+                         f"does not follow: run folders live inside the runs root ({root}). "
+                         "Copy the run there instead of linking it.")
+    inside = Path(os.path.abspath(run_dir)).is_relative_to(os.path.abspath(root))
+    if inside and not run_dir.resolve().is_relative_to(Path(root).resolve()):
+        raise DlrefError(f"{run_dir} leads out of the runs root ({root}) through a symbolic link: "
+                         f"it is {run_dir.resolve()}. Run folders live inside the runs root: "
+                         "copy the run there instead of linking it.")
+    for folder, subfolders, files in os.walk(run_dir):
+        for link in (Path(folder, name) for name in subfolders + files):
+            if link.is_symlink():
+                raise DlrefError(f"{link} is a symbolic link (to {os.readlink(link)}), which "
+                                 "dlref does not follow: it writes no links into run folders. "
+                                 "Put the file itself there (cp --dereference) or train again.")
+    return run_dir
 
 
 def _started(run_dir):

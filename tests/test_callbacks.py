@@ -2,6 +2,7 @@
 backup and history for resume, graceful interrupts. Tiny Dense models, 20-30 rows, 1-3 epochs."""
 
 import math
+import json
 import os
 import signal
 
@@ -126,16 +127,17 @@ def test_roc_auc_helper_edge_cases():
 def test_make_callbacks_order(tmp_path):
     validation = _binary_data(10, seed=0)
     found = cb.make_callbacks(tmp_path, "val_roc_auc", "max", validation, roc_auc=True,
-                              early_stopping_patience=3)
+                              early_stopping_patience=3, seed=1)
     kinds = [type(c).__name__ for c in found]
-    assert kinds == ["RocAuc", "EpochTensorBoard", "AtomicCheckpoint", "AtomicCheckpoint",
-                     "HistoryCsv", "AtomicBackup", "TerminateOnNaN", "EarlyStopping",
-                     "GracefulInterrupt"]
-    assert found[6].raise_error is True
-    assert found[7].monitor == "val_roc_auc" and found[7].patience == 3
+    assert kinds == ["EpochSeeds", "RocAuc", "EpochTensorBoard", "AtomicCheckpoint",
+                     "AtomicCheckpoint", "HistoryCsv", "AtomicBackup", "TerminateOnNaN",
+                     "ResumableEarlyStopping", "GracefulInterrupt"]
+    assert found[7].raise_error is True
+    assert found[8].monitor == "val_roc_auc" and found[8].patience == 3
     without = cb.make_callbacks(tmp_path, "val_loss", "min", validation)
     assert "RocAuc" not in [type(c).__name__ for c in without]
-    assert "EarlyStopping" not in [type(c).__name__ for c in without]
+    assert "ResumableEarlyStopping" not in [type(c).__name__ for c in without]
+    assert "EpochSeeds" not in [type(c).__name__ for c in without]
 
 
 # --- AtomicCheckpoint ------------------------------------------------------------------------
@@ -237,6 +239,7 @@ def test_backup_and_history_resume_without_gaps(tmp_path):
     assert cb.read_history(tmp_path / "history.csv")[-1]["epoch"] == 1
 
     second = _model(3)  # A fresh process: new weights, restored from the backup.
+    assert cb.restore_backup(second, backup) == 2
     restored = []
 
     class _Capture(keras.callbacks.Callback):
@@ -244,13 +247,111 @@ def test_backup_and_history_resume_without_gaps(tmp_path):
             if not restored:
                 restored.append([w.copy() for w in self.model.get_weights()])
 
-    second.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[
+    second.fit(x, y, epochs=5, initial_epoch=2, batch_size=8, verbose=0, callbacks=[
         cb.AtomicBackup(str(backup)), cb.HistoryCsv(tmp_path / "history.csv"), _Capture()])
     assert [row["epoch"] for row in cb.read_history(tmp_path / "history.csv")] == [0, 1, 2, 3, 4]
     for before, after in zip(weights_after_two, restored[0], strict=True):
         np.testing.assert_array_equal(before, after)
     files = sorted(p.name for p in backup.iterdir())
-    assert files == ["epoch-00005.weights.h5", "training_metadata.json"]  # Backup kept.
+    # Kept when training ends, with the epoch before it in case the newest file is damaged.
+    assert files == ["epoch-00004.weights.h5", "epoch-00005.weights.h5", "training_metadata.json"]
+
+
+def _backed_up(tmp_path, epochs=3):
+    """A backup folder after `epochs` epochs, and each epoch's weights."""
+    x, y = _binary_data(16, seed=6)
+    model, weights = _model(3), []
+
+    class _Keep(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            weights.append([w.copy() for w in self.model.get_weights()])
+
+    backup = tmp_path / "backup"
+    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0,
+              callbacks=[cb.AtomicBackup(str(backup)), _Keep()])
+    return backup, weights
+
+
+def _assert_weights(model, expected):
+    for got, want in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_damaged_backup_falls_back_to_the_epoch_before(tmp_path, capsys):
+    backup, weights = _backed_up(tmp_path)
+    (backup / "epoch-00003.weights.h5").write_bytes(b"\x89HDF\r\n truncated")
+    model = _model(3)
+    assert cb.restore_backup(model, backup) == 2
+    _assert_weights(model, weights[1])
+    err = capsys.readouterr().err
+    assert "epoch-00003.weights.h5 could not be read" in err and "after epoch 2" in err
+
+
+def test_truncated_backup_metadata_uses_the_newest_weights(tmp_path, capsys):
+    backup, weights = _backed_up(tmp_path)
+    (backup / "training_metadata.json").write_text('{"epoch": 3, "wei')
+    model = _model(3)
+    assert cb.restore_backup(model, backup) == 3
+    _assert_weights(model, weights[2])
+    assert "Continuing after epoch 3" in capsys.readouterr().err
+
+
+def test_no_readable_backup_starts_over(tmp_path, capsys):
+    backup, _ = _backed_up(tmp_path, epochs=2)
+    for path in backup.glob("*.h5"):
+        path.write_bytes(b"garbage")
+    assert cb.restore_backup(_model(3), backup) == 0
+    assert "starts again from epoch 1" in capsys.readouterr().err
+    assert cb.restore_backup(_model(3), tmp_path / "none") == 0  # No backup: a fresh run.
+
+
+def test_weights_newer_than_the_metadata_are_not_used(tmp_path):
+    backup, weights = _backed_up(tmp_path)
+    (backup / "training_metadata.json").write_text(
+        json.dumps({"epoch": 2, "weights": "epoch-00002.weights.h5"}))
+    (backup / "epoch-00002.weights.h5").write_bytes(
+        (backup / "epoch-00003.weights.h5").read_bytes())  # Stand-in: a readable file.
+    model = _model(3)
+    assert cb.restore_backup(model, backup) == 2
+    _assert_weights(model, weights[2])
+
+
+# --- Early stopping and seeds across a resume ------------------------------------------------
+
+
+def test_early_stopping_counts_the_epochs_before_a_resume():
+    history = [{"epoch": 0, "val_loss": 1.0}, {"epoch": 1, "val_loss": 0.5},
+               {"epoch": 2, "val_loss": 0.6}, {"epoch": 3, "val_loss": 0.7}]
+    stopper = cb.ResumableEarlyStopping("val_loss", "min", patience=3, history=history)
+    stopper.set_model(_model(3))
+    stopper.on_train_begin()
+    assert (stopper.best, stopper.best_epoch, stopper.wait) == (0.5, 1, 2)
+    stopper.on_epoch_end(4, {"val_loss": 0.55})
+    assert stopper.stopped_epoch == 4 and stopper.model.stop_training
+    fresh = cb.ResumableEarlyStopping("val_loss", "min", patience=3)
+    fresh.set_model(_model(3))
+    fresh.on_train_begin()
+    assert fresh.wait == 0 and fresh.best is None
+
+
+def test_epoch_seeds_depend_on_seed_and_epoch_only():
+    assert cb.epoch_seed(42, 7) == cb.epoch_seed(42, 7)
+    assert len({cb.epoch_seed(42, e) for e in range(50)} | {cb.epoch_seed(43, 0)}) == 51
+    assert all(0 <= cb.epoch_seed(s, e) < 2**31 for s in (0, 2**40) for e in (0, 10**6))
+
+
+def test_epoch_seeds_make_dropout_masks_repeat():
+    inputs = keras.Input(shape=(8,))
+    model = keras.Model(inputs, keras.layers.Dropout(0.5)(inputs))
+    seeds = cb.EpochSeeds(3)
+    seeds.set_model(model)
+    ones = np.ones((4, 8), dtype="float32")
+    masks = []
+    for epoch in (5, 6, 5):
+        seeds.on_epoch_begin(epoch)
+        masks.append(np.asarray(model(ones, training=True)))
+    np.testing.assert_array_equal(masks[0], masks[2])
+    assert not np.array_equal(masks[0], masks[1])
 
 
 def test_read_history_of_a_missing_file_is_empty(tmp_path):

@@ -5,6 +5,7 @@ command that resumes it; the resumed run must end with history epochs 0..N-1 exa
 best checkpoint must still be the best epoch of the whole history (keras #17012).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -165,3 +166,177 @@ def test_interrupt_then_resume(signum, recipe, tmp_path, runs_root):
 def test_resume_of_something_that_is_not_a_run(tmp_path):
     helpers.assert_user_error(helpers.invoke("train", "--resume", tmp_path), "not a dlref run")
     helpers.assert_user_error(helpers.invoke("train", "--resume", "missing-run"), "No run")
+
+
+# --- A resumed run is the run an uninterrupted one would have been ---------------------------
+
+
+def _popen_train(tmp_path, runs_root, *args):
+    env = {**os.environ, "DLREF_RUNS_DIR": str(runs_root), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "dlref.cli", "train", *map(str, args)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _history(run_dir):
+    return read_history(run_dir / "history.csv")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "kill-9"])
+def test_resume_reproduces_the_uninterrupted_run(signum, tmp_path, runs_root):
+    """Dropout and early stopping included: same epochs, same losses, same stopping epoch."""
+    data = helpers.regression_csv(tmp_path / "r.csv", rows=240, noise=1.0)
+    args = ["regression", "--data", data, "--target", "y", "--epochs", 80,
+            "--set", "dropout_rate=0.3", "--set", "batch_size=8",
+            "--set", "early_stopping_patience=3", "--set", "hidden_units=(64,64)",
+            "--set", "learning_rate=0.0003"]
+    helpers.assert_ok(helpers.invoke("train", *args, "--name", "whole"))
+    whole = _history(helpers.run_folders(runs_root, "regression")[0])
+    assert 8 < len(whole) < 80, len(whole)  # It stopped early, late enough to interrupt it before.
+
+    process = _popen_train(tmp_path, runs_root, *args, "--name", "cut")
+    cut = next(p for p in _wait_until(process, runs_root, 3) if p.name.endswith("-cut"))
+    process.send_signal(signum)
+    process.communicate(timeout=60)
+    done = len(_history(cut))
+    assert 3 <= done < len(whole)
+    if signum == signal.SIGKILL:
+        assert helpers.read_json(cut / "run.json")["status"] == "running"  # Nobody said so.
+        stale = cut / "checkpoints" / ".best.keras.ab12cd34.tmp.keras"
+        stale.write_bytes(b"half a model")  # What a kill during a save leaves.
+    result = helpers.invoke("train", "--resume", "cut")
+    helpers.assert_ok(result)
+    assert f"after epoch {done} of 80" in result.output
+    assert f"Stopped at epoch {len(whole)}" in result.output
+    resumed = _history(cut)
+    assert [row["epoch"] for row in resumed] == [row["epoch"] for row in whole]
+    for ours, theirs in zip(resumed, whole, strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
+    assert not list(cut.rglob("*.tmp*"))
+
+
+def _wait_until(process, runs_root, epochs, timeout=120):
+    """Run folders once one of them has `epochs` rows of history."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        folders = helpers.run_folders(runs_root)
+        if any(_history_rows(f) >= epochs for f in folders if f.name.endswith("-cut")):
+            return folders
+        if process.poll() is not None:
+            pytest.fail(f"training ended early:\n{process.communicate()}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail(f"no {epochs} epochs in {timeout} s")
+
+
+# --- One process per run folder; options that cannot apply ----------------------------------
+
+
+def _interrupted_copy(trained, tmp_path, fit_done=False):
+    import shutil
+
+    run_dir = tmp_path / "runs" / "regression" / trained["regression"]["run"].name
+    shutil.copytree(trained["regression"]["run"], run_dir)
+    manifest = helpers.read_json(run_dir / "run.json")
+    manifest.update(status="interrupted", fit_done=fit_done)
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    return run_dir
+
+
+def test_a_run_in_use_is_refused(trained, tmp_path):
+    from dlref import runs
+
+    run_dir = _interrupted_copy(trained, tmp_path)
+    with runs.locked(run_dir):
+        result = helpers.invoke("train", "--resume", run_dir)
+        helpers.assert_user_error(result, "in use by dlref process", str(os.getpid()))
+        assert "Resuming" not in result.output
+    assert helpers.read_json(run_dir / "run.json")["status"] == "interrupted"
+    with runs.locked(run_dir):  # Released: the same process takes it again.
+        assert str(os.getpid()) in (run_dir / ".lock").read_text()
+
+
+@pytest.mark.parametrize("option", [["--set", "learning_rate=0.5"], ["--data", "/nowhere.csv"],
+                                    ["--name", "zzz"], ["--seed", "3"], ["regression"],
+                                    ["--strategy", "mirrored"], ["--drop", "x1"]])
+def test_resume_refuses_options_it_would_ignore(option):
+    result = helpers.invoke("train", "--resume", "any-run", *option)
+    helpers.assert_user_error(result, "--resume continues a run", "cannot apply")
+
+
+def test_resume_refuses_fewer_epochs_than_done(trained, tmp_path):
+    run_dir = _interrupted_copy(trained, tmp_path)
+    helpers.assert_user_error(helpers.invoke("train", "--resume", run_dir, "--epochs", 1),
+                              "has trained 2 epochs, more than --epochs 1", "new total")
+    over = _interrupted_copy(trained, tmp_path / "other", fit_done=True)
+    helpers.assert_user_error(helpers.invoke("train", "--resume", over, "--epochs", 9),
+                              "Training of", "is over")
+
+
+# --- Signals after training: the run is finished first ---------------------------------------
+
+
+def test_signals_during_the_evaluation(tmp_path, runs_root):
+    """One SIGTERM after fit: the run completes. Two: interrupted, and --resume finishes it."""
+    data = helpers.binary_csv(tmp_path / "b.csv", rows=400)
+    for count in (1, 2):
+        name = f"eval{count}"
+        process = _popen_train(tmp_path, runs_root, "binary", "--data", data, "--target",
+                               "churned", "--epochs", 2, "--name", name)
+        run_dir = _wait_for_fit(process, runs_root, name)
+        for _ in range(count):
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        out, err = process.communicate(timeout=60)
+        assert "Traceback" not in err, err
+        assert "training is over; finishing the evaluation and saving first" in err
+        manifest = helpers.read_json(run_dir / "run.json")
+        if count == 1:
+            assert process.returncode == 0 and manifest["status"] == "completed", (out, err)
+            continue
+        assert process.returncode == 130 and manifest["status"] == "interrupted", (out, err)
+        assert "stopped by a second SIGTERM" in err
+        assert "Training is over; the resume evaluates and saves the model." in err
+        result = helpers.invoke("train", "--resume", run_dir)
+        helpers.assert_ok(result)
+        assert "training is over; evaluating and saving" in result.output
+        assert helpers.read_json(run_dir / "run.json")["status"] == "completed"
+
+
+def _wait_for_fit(process, runs_root, name, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for folder in helpers.run_folders(runs_root):
+            if folder.name.endswith(name) and (folder / "run.json").is_file():
+                try:
+                    if helpers.read_json(folder / "run.json").get("fit_done"):
+                        return folder
+                except ValueError:
+                    pass  # Caught between two writes of the file; read it again.
+        if process.poll() is not None:
+            pytest.skip("the run finished before the test could signal it")
+        time.sleep(0.005)
+    process.kill()
+    pytest.fail("training did not finish")
+
+
+def test_an_unwritable_checkpoints_folder_fails_before_training(trained, tmp_path, monkeypatch):
+    """As root (CI) permission bits do not stop writes, so the refusal is simulated."""
+    import tempfile
+
+    run_dir = _interrupted_copy(trained, tmp_path)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    real = tempfile.TemporaryFile
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and str(dir).endswith("checkpoints"):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    result = helpers.invoke("train", "--resume", run_dir)
+    helpers.assert_user_error(result, "Cannot write in", "checkpoints", "Permission denied")
+    assert "Resuming" not in result.output
+    assert helpers.read_json(run_dir / "run.json")["status"] == "interrupted"

@@ -45,11 +45,24 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-def _start(args, cwd):
-    """`dlref ARGS` in a subprocess (stdout and stderr captured as text)."""
-    return subprocess.Popen([sys.executable, "-m", "dlref.cli", *map(str, args)], cwd=cwd,
-                            env={**os.environ, **ENV}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+@pytest.fixture
+def start(tmp_path):
+    """Starts `dlref ARGS` in subprocesses (stdout and stderr captured as text), and kills those
+    still running when the test ends, so that a failing test leaves no chief or worker behind."""
+    processes = []
+
+    def start(args):
+        process = subprocess.Popen([sys.executable, "-m", "dlref.cli", *map(str, args)],
+                                   cwd=tmp_path, env={**os.environ, **ENV},
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
 
 
 # --- The budget --------------------------------------------------------------------------------
@@ -260,6 +273,20 @@ def test_resume_refuses_what_is_not_a_stopped_search(searched, tmp_path):
                               "not a tuning run")
 
 
+@pytest.mark.parametrize("damaged", ["oracle.json", "tuner0.json", "trial_0001/trial.json"])
+def test_resume_refuses_a_truncated_project_file(damaged, stopped):
+    run_dir, _ = stopped
+    path = run_dir / "project" / damaged
+    text = path.read_text()
+    path.write_text(text[:len(text) // 2])  # Half: tuner0.json holds only "{}".
+    truncated = path.read_text()
+    result = helpers.invoke("tune", "--resume", run_dir)
+    helpers.assert_user_error(result, str(path), "truncated or damaged", "not valid JSON",
+                              "trials.csv", "start a new search")
+    assert path.read_text() == truncated  # Left as it was, and so is the run.
+    assert helpers.read_json(run_dir / "run.json")["status"] == "interrupted"
+
+
 # --- Bad input: refused before a run folder exists ---------------------------------------------
 
 
@@ -366,8 +393,8 @@ def _running_trial(run_dir):
     return None
 
 
-def test_resume_after_kill_9_runs_each_completed_trial_once(regression_csv, runs_root, tmp_path):
-    process = _start(_tune_args(regression_csv, "y", 3), tmp_path)  # 6 trials, 11 epochs.
+def test_resume_after_kill_9_runs_each_completed_trial_once(regression_csv, runs_root, start):
+    process = start(_tune_args(regression_csv, "y", 3))  # 6 trials, 11 epochs.
     _wait_for(lambda: helpers.run_folders(runs_root, "regression"), process)
     run_dir = helpers.only_run(runs_root, "regression")
     _wait_for(lambda: _running_trial(run_dir), process)
@@ -392,8 +419,8 @@ def test_resume_after_kill_9_runs_each_completed_trial_once(regression_csv, runs
     assert f"trial {killed_in} (" in result.output  # The interrupted trial was retried.
 
 
-def test_ctrl_c_marks_the_search_interrupted(regression_csv, runs_root, tmp_path):
-    process = _start(_tune_args(regression_csv, "y", 3), tmp_path)
+def test_ctrl_c_marks_the_search_interrupted(regression_csv, runs_root, start):
+    process = start(_tune_args(regression_csv, "y", 3))
     _wait_for(lambda: helpers.run_folders(runs_root, "regression"), process)
     run_dir = helpers.only_run(runs_root, "regression")
     _wait_for(lambda: _running_trial(run_dir), process)
@@ -404,12 +431,12 @@ def test_ctrl_c_marks_the_search_interrupted(regression_csv, runs_root, tmp_path
     assert f"dlref tune --resume {run_dir}" in output
 
 
-def test_chief_and_two_workers_run_each_trial_once(regression_csv, runs_root, tmp_path):
+def test_chief_and_two_workers_run_each_trial_once(regression_csv, runs_root, start):
     oracle = f"127.0.0.1:{_free_port()}"
     args = _tune_args(regression_csv, "y", 3)  # 6 trials, 2 of them warm-started.
-    chief = _start([*args, "--role", "chief", "--oracle", oracle], tmp_path)
-    workers = {name: _start([*args, "--role", "worker", "--oracle", oracle, "--worker-id", name,
-                             "--connect-timeout", 120], tmp_path) for name in ("w0", "w1")}
+    chief = start([*args, "--role", "chief", "--oracle", oracle])
+    workers = {name: start([*args, "--role", "worker", "--oracle", oracle, "--worker-id", name,
+                            "--connect-timeout", 120]) for name in ("w0", "w1")}
     outputs = {name: p.communicate(timeout=300)[0] for name, p in [*workers.items(),
                                                                     ("chief", chief)]}
     for name, process in [*workers.items(), ("chief", chief)]:

@@ -13,6 +13,7 @@ worker roles), `bench` (make bench).
 
 import contextlib
 import dataclasses
+import json
 import signal
 import sys
 import time
@@ -91,6 +92,7 @@ def resume(ref, *, name=None, source=Source(), config_file=None, overrides=(), s
     if role == "worker" or (cluster.role or "single") != role:
         raise DlrefError(f"{run_dir} was a {role} search: resume it with "
                          f"{_resume_command(run_dir, manifest)}.")
+    _check_project(run_dir)
     check(cluster)
     module = registry.load(manifest["recipe"])
     values = _values_on_resume(manifest, module, name, config_file, overrides, seed)
@@ -119,6 +121,25 @@ def resume(ref, *, name=None, source=Source(), config_file=None, overrides=(), s
     done = (manifest.get("trials") or {}).get("completed", 0)
     print(f"Resuming {run_dir}: {done} of {plan['trials']} trials completed.", flush=True)
     return _search(module, config, data, run_dir, settings, plan, cluster)
+
+
+def _check_project(run_dir):
+    """keras-tuner reloads its state files on resume and fails on a damaged one with a bare
+    JSONDecodeError; this names the file first, while the run is still untouched."""
+    project = run_dir / "project"
+    for path in sorted([*project.glob("*.json"), *project.glob("trial_*/trial.json")]):
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            problem = None if isinstance(state, dict) else "not a JSON object"
+        except OSError as error:
+            problem = error.strerror
+        except ValueError as error:
+            problem = f"not valid JSON: {error}"
+        if problem:
+            raise DlrefError(
+                f"{path} is truncated or damaged ({problem}), so keras-tuner cannot reload this "
+                f"search. The trials so far are kept in {run_dir / 'trials.csv'} and best.toml: "
+                "restore the file from a backup, or start a new search with the same options.")
 
 
 def _values_on_resume(manifest, module, name, config_file, overrides, seed):

@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM for the whole of a run: training, evaluation and saving.
+
+The first signal is a request: training stops at the end of the current epoch, and once
+training is over, the evaluation and saving run to their end, so the run folder is complete.
+A second signal stops at once (KeyboardInterrupt). The handlers stay installed until the run
+is finished: Keras' own callbacks hold them only while `fit` runs, and a SIGTERM during the
+evaluation used to kill the process with run.json still saying 'running'.
+"""
+
+import signal
+import sys
+
+MESSAGES = {
+    "fit": "finishing this epoch, then saving. Press Ctrl-C again to stop now.",
+    "finish": "training is over; finishing the evaluation and saving first. Press Ctrl-C "
+              "again to stop now (dlref train --resume finishes it later).",
+}
+
+
+class StopRequests:
+    """A context manager that turns SIGINT / SIGTERM into a request others can read.
+
+    Attributes:
+        requested: the first signal's name ('SIGINT'), or None.
+        second: the name of the signal that stopped the run at once, or None.
+        phase: 'fit' while training, 'finish' after; it picks the message a signal prints.
+    """
+
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.signals = signals
+        self.requested = self.second = None
+        self.phase = "fit"
+        self._previous = {}
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc_info):
+        self._restore()
+        return False
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.requested:
+            self.second = name
+            self._restore()
+            raise KeyboardInterrupt
+        self.requested = name
+        print(f"\n{name}: {MESSAGES[self.phase]}", file=sys.stderr, flush=True)
+
+    def _restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
