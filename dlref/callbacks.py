@@ -7,10 +7,7 @@ BackupAndRestore and CSVLogger write in place, so a kill mid-save truncates the 
 versions here write a temporary file and rename it.
 """
 
-import csv
-import io as stdio
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +17,8 @@ import numpy as np
 from dlref import io
 from dlref.errors import DlrefError
 from dlref.interrupts import StopRequests
+from dlref.resumable import (AtomicBackup, EpochSeeds, HistoryCsv, ResumableEarlyStopping,
+                             best_value)
 
 
 def roc_auc(y_true, scores):
@@ -134,131 +133,6 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
 
 
-class AtomicBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose weights and epoch counter change together, atomically.
-
-    Each epoch's weights (optimizer state included) go to a new file; the metadata that names it
-    is replaced after, so a kill at any point leaves a consistent (weights, epoch) pair. The
-    previous epoch's file is kept too, for a resume when the newest one is damaged. Restoring is
-    `restore_backup`'s job, before `fit`: the data order of the resumed epochs depends on the
-    epoch it restores. The backup is kept when training stops; the training loop deletes it once
-    a run completes.
-    """
-
-    def __init__(self, backup_dir):
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-
-    def on_train_begin(self, logs=None):
-        pass  # Restored before fit, by restore_backup.
-
-    def _save_model(self):
-        backup_dir = Path(self.backup_dir)
-        name = f"epoch-{self._current_epoch:05d}.weights.h5"
-        with io.atomic_path(backup_dir / name, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp, overwrite=True)
-        previous = _backup_files(backup_dir)[0][:1]
-        io.write_json(backup_dir / BACKUP_METADATA, {"epoch": self._current_epoch, "weights": name})
-        for old in backup_dir.glob("epoch-*.weights.h5"):
-            if old.name != name and old not in previous:
-                old.unlink()
-
-
-BACKUP_METADATA = "training_metadata.json"
-
-
-def _backup_files(backup_dir):
-    """(weight files to restore from, newest first; whether the metadata could be read).
-
-    The files are the one the metadata names and the older ones. A file newer than the named
-    one was written by an epoch whose backup never finished (a kill between the two writes),
-    so it is not used. With damaged or missing metadata: every file.
-    """
-    folder = Path(backup_dir)
-    files = sorted(folder.glob("epoch-*.weights.h5"), reverse=True)
-    try:
-        named = folder / io.read_json(folder / BACKUP_METADATA)["weights"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return files, False
-    return ([f for f in files if f.name <= named.name] if named in files else files), True
-
-
-def restore_backup(model, backup_dir):
-    """Loads the newest readable backup into `model`; returns the epochs it covers (0: none).
-
-    A damaged file is skipped for the one before it, and damaged metadata for the newest
-    weights, each with a line on stderr saying which epoch training continues after.
-    """
-    files, metadata_read = _backup_files(backup_dir)
-    if files and not metadata_read:
-        print(f"Warning: {Path(backup_dir) / BACKUP_METADATA} is missing or damaged; using "
-              "the newest weights file of the backup.", file=sys.stderr, flush=True)
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    for path in files:
-        try:
-            model.load_weights(path)
-        except Exception as error:  # h5py raises OSError, Keras ValueError, on a damaged file.
-            print(f"Warning: the backup {path} could not be read ({type(error).__name__}); "
-                  "trying the one before it.", file=sys.stderr, flush=True)
-            continue
-        epochs = int(path.name.split("-")[1].split(".")[0])
-        if path != files[0] or not metadata_read:
-            print(f"Continuing after epoch {epochs}, from {path.name}.", file=sys.stderr)
-        return epochs
-    if files:
-        print(f"Warning: no backup in {backup_dir} could be read; training starts again from "
-              "epoch 1.", file=sys.stderr, flush=True)
-    return 0
-
-
-class HistoryCsv(keras.callbacks.Callback):
-    """history.csv, one row per epoch, rewritten atomically each epoch.
-
-    On a resume, rows from the first resumed epoch on (written by an epoch whose backup never
-    landed) are dropped, so the file never repeats or skips an epoch.
-    """
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = Path(path)
-
-    def on_train_begin(self, logs=None):
-        self.rows = read_history(self.path)
-        self._first_epoch_seen = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if not self._first_epoch_seen:
-            self.rows = [row for row in self.rows if int(row["epoch"]) < epoch]
-            self._first_epoch_seen = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch, **{k: _number(v) for k, v in (logs or {}).items()}})
-        keys = list(dict.fromkeys(k for row in self.rows for k in row))
-        buffer = stdio.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=keys, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        io.write_text(self.path, buffer.getvalue())
-
-
-def read_history(path):
-    """history.csv as a list of dicts with float values ('epoch' as int)."""
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [
-            {k: (int(v) if k == "epoch" else _number(v)) for k, v in row.items() if v != ""}
-            for row in csv.DictReader(handle)
-        ]
-
-
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
-
-
 class GracefulInterrupt(keras.callbacks.Callback):
     """Stops training at the end of the epoch in which Ctrl-C or SIGTERM arrived.
 
@@ -287,54 +161,6 @@ class GracefulInterrupt(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._own is not None:
             self._own.__exit__(None, None, None)
-
-
-def epoch_seed(seed, epoch):
-    """A 31-bit seed that depends on (seed, epoch) alone, so epoch 8 of a resumed run draws the
-    same random numbers as epoch 8 of an uninterrupted one."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0] >> 1)
-
-
-class EpochSeeds(keras.callbacks.Callback):
-    """Re-seeds every random generator at the start of each epoch from (seed, epoch).
-
-    Python's, NumPy's and TensorFlow's global generators, and the state of each Keras
-    SeedGenerator in the model (dropout masks). Without it a resumed run replays the random
-    numbers of epoch 1 at its first resumed epoch, and dropout diverges from the uninterrupted
-    run at once.
-    """
-
-    def __init__(self, seed):
-        super().__init__()
-        self.seed = seed
-
-    def on_epoch_begin(self, epoch, logs=None):
-        keras.utils.set_random_seed(epoch_seed(self.seed, epoch))
-        states = [v for v in self.model.variables if v.name == "seed_generator_state"]
-        for index, state in enumerate(states):
-            value = epoch_seed(epoch_seed(self.seed, epoch), index + 1)
-            state.assign(np.array([value, 0]).astype(state.dtype))
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping that carries its count across a resume.
-
-    Keras' starts counting from zero at every fit, so a run resumed at epoch 7 trained to its
-    last epoch where the uninterrupted run stopped at 11. The epochs already in history.csv are
-    replayed through the same rule first.
-
-    Args:
-        history: rows of the epochs done before this fit (history.csv).
-    """
-
-    def __init__(self, monitor, mode, patience, history=()):
-        super().__init__(monitor=monitor, mode=mode, patience=patience)
-        self.history = list(history)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        for row in self.history:
-            self.on_epoch_end(row["epoch"], row)
 
 
 def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, history=(),
@@ -372,21 +198,6 @@ def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, history=()
         callbacks.append(ResumableEarlyStopping(monitor, mode, early_stopping_patience, history))
     callbacks.append(GracefulInterrupt(requests))
     return callbacks
-
-
-def best_row(history, monitor, mode):
-    """The history row with the best `monitor` value (NaN never counts), or None."""
-    rows = [r for r in history if isinstance(r.get(monitor), float) and not math.isnan(r[monitor])]
-    if not rows:
-        return None
-    return (min if mode == "min" else max)(rows, key=lambda r: r[monitor])
-
-
-def best_value(history, monitor, mode):
-    row = best_row(history, monitor, mode)
-    return row[monitor] if row else None
-
-
 
 
 class EpochLog(keras.callbacks.Callback):

@@ -343,9 +343,9 @@ def evaluate(
 
     Example: dlref evaluate runs/binary/20261123-101500-a1b2 --data holdout.csv
     """
-    from dlref import reports, training
+    from dlref import reports, saved
 
-    run_dir, result = training.evaluate_run(run, runs_dir=runs_dir, data_path=data)
+    run_dir, result = saved.evaluate_run(run, runs_dir=runs_dir, data_path=data)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -369,10 +369,10 @@ def predict(
 
     Example: dlref predict runs/binary/20261123-101500-a1b2 --data new.csv
     """
-    from dlref import training
+    from dlref import saved
     from dlref.text import plural
 
-    path, count = training.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite)
+    path, count = saved.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite)
     typer.echo(f"Wrote {plural(count, 'prediction')} to {path}")
 
 
@@ -428,9 +428,7 @@ def tensorboard(
 
     Example: dlref tensorboard runs/binary
     """
-    import ctypes
-    import signal
-    import subprocess
+    from dlref import processes
 
     logdir = logdir or str(runs.runs_root())
     if not os.path.isdir(logdir):
@@ -441,41 +439,7 @@ def tensorboard(
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", logdir,
                "--host", host, "--port", str(port)]
     typer.echo(f"TensorBoard on http://{host}:{port}/  (Ctrl-C to stop)")
-    # No server may outlive dlref. It runs in its own session, so a Ctrl-C in the terminal
-    # reaches dlref alone, and dlref stops it on SIGINT, SIGTERM and SIGHUP. On Linux the kernel
-    # also sends it SIGTERM when dlref dies without that chance (kill -9): PR_SET_DEATHSIG.
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-    parent = os.getpid()
-
-    def die_with_dlref():  # In the child, between fork and exec.
-        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_DEATHSIG.
-        if os.getppid() != parent:  # dlref died before the line above took effect.
-            os._exit(1)
-
-    def stop(signum, frame):
-        raise typer.Exit(0 if signum == signal.SIGINT else 128 + signum)
-
-    def stop_server(server):
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=10)
-        except (subprocess.TimeoutExpired, typer.Exit):  # Slow to stop, or a second signal.
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-    stop_signals = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
-    previous = {signum: signal.signal(signum, stop) for signum in stop_signals if signum}
-    server = None
-    try:
-        server = subprocess.Popen(command, start_new_session=True,
-                                  preexec_fn=die_with_dlref if libc else None)
-        code = server.wait()
-        raise typer.Exit(code if code >= 0 else 128 - code)
-    finally:
-        if server is not None and server.poll() is None:
-            stop_server(server)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    raise typer.Exit(processes.run_child(command))
 
 
 if __name__ == "__main__":

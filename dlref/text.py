@@ -11,3 +11,15 @@ def listing(names, limit=8):
     names = [str(name) for name in names]
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def shown_path(path):
+    """A path as a user would type it: relative when it lies under the working folder."""
+    import os
+
+    text = str(path)
+    try:
+        relative = os.path.relpath(text)
+    except ValueError:  # Another drive (Windows).
+        return text
+    return relative if os.path.isabs(text) and not relative.startswith("..") else text

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 import helpers
 from dlref import callbacks as cb
+from dlref import resumable
 from dlref.errors import DlrefError
 
 
@@ -85,7 +86,7 @@ def test_roc_auc_through_make_callbacks(tmp_path):
     expected = roc_auc_score(y_val, model.predict(x_val, verbose=0).ravel())
     assert history.history["val_roc_auc"][-1] == pytest.approx(expected, abs=1e-9)
 
-    rows = cb.read_history(tmp_path / "history.csv")
+    rows = resumable.read_history(tmp_path / "history.csv")
     assert [row["epoch"] for row in rows] == [0, 1]
     assert [row["val_roc_auc"] for row in rows] == pytest.approx(history.history["val_roc_auc"])
 
@@ -213,7 +214,7 @@ def test_history_drops_rows_from_the_resumed_epoch_on(tmp_path):
     resumed.on_train_begin()
     resumed.on_epoch_begin(2)
     resumed.on_epoch_end(2, {"loss": 1.0, "val_roc_auc": 0.9})
-    rows = cb.read_history(path)
+    rows = resumable.read_history(path)
     assert [row["epoch"] for row in rows] == [0, 1, 2]
     assert [row["loss"] for row in rows] == [10.0, 11.0, 1.0]
     assert rows[2]["val_roc_auc"] == 0.9 and "val_roc_auc" not in rows[0]
@@ -236,10 +237,10 @@ def test_backup_and_history_resume_without_gaps(tmp_path):
     first.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[
         cb.AtomicBackup(str(backup)), cb.HistoryCsv(tmp_path / "history.csv"), _StopAfter(1)])
     weights_after_two = [w.copy() for w in first.get_weights()]
-    assert cb.read_history(tmp_path / "history.csv")[-1]["epoch"] == 1
+    assert resumable.read_history(tmp_path / "history.csv")[-1]["epoch"] == 1
 
     second = _model(3)  # A fresh process: new weights, restored from the backup.
-    assert cb.restore_backup(second, backup) == 2
+    assert resumable.restore_backup(second, backup) == 2
     restored = []
 
     class _Capture(keras.callbacks.Callback):
@@ -249,7 +250,8 @@ def test_backup_and_history_resume_without_gaps(tmp_path):
 
     second.fit(x, y, epochs=5, initial_epoch=2, batch_size=8, verbose=0, callbacks=[
         cb.AtomicBackup(str(backup)), cb.HistoryCsv(tmp_path / "history.csv"), _Capture()])
-    assert [row["epoch"] for row in cb.read_history(tmp_path / "history.csv")] == [0, 1, 2, 3, 4]
+    epochs = [row["epoch"] for row in resumable.read_history(tmp_path / "history.csv")]
+    assert epochs == [0, 1, 2, 3, 4]
     for before, after in zip(weights_after_two, restored[0], strict=True):
         np.testing.assert_array_equal(before, after)
     files = sorted(p.name for p in backup.iterdir())
@@ -281,7 +283,7 @@ def test_a_damaged_backup_falls_back_to_the_epoch_before(tmp_path, capsys):
     backup, weights = _backed_up(tmp_path)
     (backup / "epoch-00003.weights.h5").write_bytes(b"\x89HDF\r\n truncated")
     model = _model(3)
-    assert cb.restore_backup(model, backup) == 2
+    assert resumable.restore_backup(model, backup) == 2
     _assert_weights(model, weights[1])
     err = capsys.readouterr().err
     assert "epoch-00003.weights.h5 could not be read" in err and "after epoch 2" in err
@@ -291,7 +293,7 @@ def test_truncated_backup_metadata_uses_the_newest_weights(tmp_path, capsys):
     backup, weights = _backed_up(tmp_path)
     (backup / "training_metadata.json").write_text('{"epoch": 3, "wei')
     model = _model(3)
-    assert cb.restore_backup(model, backup) == 3
+    assert resumable.restore_backup(model, backup) == 3
     _assert_weights(model, weights[2])
     assert "Continuing after epoch 3" in capsys.readouterr().err
 
@@ -300,9 +302,9 @@ def test_no_readable_backup_starts_over(tmp_path, capsys):
     backup, _ = _backed_up(tmp_path, epochs=2)
     for path in backup.glob("*.h5"):
         path.write_bytes(b"garbage")
-    assert cb.restore_backup(_model(3), backup) == 0
+    assert resumable.restore_backup(_model(3), backup) == 0
     assert "starts again from epoch 1" in capsys.readouterr().err
-    assert cb.restore_backup(_model(3), tmp_path / "none") == 0  # No backup: a fresh run.
+    assert resumable.restore_backup(_model(3), tmp_path / "none") == 0  # No backup: a fresh run.
 
 
 def test_weights_newer_than_the_metadata_are_not_used(tmp_path):
@@ -312,7 +314,7 @@ def test_weights_newer_than_the_metadata_are_not_used(tmp_path):
     (backup / "epoch-00002.weights.h5").write_bytes(
         (backup / "epoch-00003.weights.h5").read_bytes())  # Stand-in: a readable file.
     model = _model(3)
-    assert cb.restore_backup(model, backup) == 2
+    assert resumable.restore_backup(model, backup) == 2
     _assert_weights(model, weights[2])
 
 
@@ -335,9 +337,10 @@ def test_early_stopping_counts_the_epochs_before_a_resume():
 
 
 def test_epoch_seeds_depend_on_seed_and_epoch_only():
-    assert cb.epoch_seed(42, 7) == cb.epoch_seed(42, 7)
-    assert len({cb.epoch_seed(42, e) for e in range(50)} | {cb.epoch_seed(43, 0)}) == 51
-    assert all(0 <= cb.epoch_seed(s, e) < 2**31 for s in (0, 2**40) for e in (0, 10**6))
+    assert resumable.epoch_seed(42, 7) == resumable.epoch_seed(42, 7)
+    seeds = {resumable.epoch_seed(42, e) for e in range(50)} | {resumable.epoch_seed(43, 0)}
+    assert len(seeds) == 51
+    assert all(0 <= resumable.epoch_seed(s, e) < 2**31 for s in (0, 2**40) for e in (0, 10**6))
 
 
 def test_epoch_seeds_make_dropout_masks_repeat():
@@ -355,7 +358,7 @@ def test_epoch_seeds_make_dropout_masks_repeat():
 
 
 def test_read_history_of_a_missing_file_is_empty(tmp_path):
-    assert cb.read_history(tmp_path / "none.csv") == []
+    assert resumable.read_history(tmp_path / "none.csv") == []
 
 
 # --- GracefulInterrupt -----------------------------------------------------------------------

@@ -18,7 +18,8 @@ import pytest
 import helpers
 from dlref import config as configlib
 from dlref import registry
-from dlref.callbacks import read_history, roc_auc
+from dlref.callbacks import roc_auc
+from dlref.resumable import read_history
 from dlref.data import Source
 
 CASES = {

@@ -27,7 +27,7 @@ import pytest
 from packaging.requirements import Requirement
 
 import helpers
-from dlref import training
+from dlref import saved
 from dlref.errors import DlrefError
 from dlref.tuning import distributed
 
@@ -331,7 +331,7 @@ def test_a_model_file_keras_refuses_gives_a_clear_error(kind, run_copy, tmp_path
 
 
 def test_load_model_still_loads_what_dlref_saved(trained):
-    model = training._load_model(trained["binary"]["run"] / "model.keras")
+    model = saved.load_model(trained["binary"]["run"] / "model.keras")
     assert model.count_params() > 0
 
 
@@ -387,7 +387,7 @@ def test_load_model_refuses_a_link(run_copy, tmp_path):
     link = tmp_path / "linked.keras"
     link.symlink_to(run_copy / "model.keras")
     with pytest.raises(DlrefError, match="symbolic link"):
-        training._load_model(link)
+        saved.load_model(link)
 
 
 def test_a_runs_root_that_is_itself_a_link_still_works(trained, tmp_path):

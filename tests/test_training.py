@@ -5,7 +5,7 @@ import tomllib
 import pytest
 
 import helpers
-from dlref import callbacks as cb
+from dlref import resumable
 from dlref import registry
 
 PRESETS = registry.presets()
@@ -33,7 +33,7 @@ def _check_run_folder(run_dir, recipe):
     meta = helpers.read_json(run_dir / "artifacts" / "meta.json")
     assert helpers.history_epochs(run_dir) == [0]
     monitor = manifest["monitor"]
-    assert monitor in cb.read_history(run_dir / "history.csv")[0]
+    assert monitor in resumable.read_history(run_dir / "history.csv")[0]
     validation = helpers.scalar_events(run_dir / "logs" / "validation")
     assert [step for step, _ in validation["epoch_" + monitor.removeprefix("val_")]] == [0]
 
@@ -142,7 +142,7 @@ def test_a_diverging_run_fails_with_advice_and_is_marked_failed(regression_csv, 
 def test_multiclass_keeps_the_lowest_validation_loss_and_logs_roc_auc(trained):
     """ROC-AUC saturates early on multiclass data, so the checkpoint follows val_loss (issue 6);
     ROC-AUC is still logged every epoch."""
-    from dlref.callbacks import read_history
+    from dlref.resumable import read_history
 
     run = trained["multiclass"]["run"]
     manifest = helpers.read_json(run / "run.json")
@@ -160,7 +160,7 @@ def test_classical_baseline_decides_at_one_half():
 
     from dlref import registry
     from dlref.data import Dataset
-    from dlref.training import classical_scores
+    from dlref.saved import classical_scores
 
     rng = np.random.default_rng(0)
     y = (np.arange(200) % 2).astype("float32")

@@ -356,7 +356,7 @@ def test_random_and_bayesian(algorithm, recipe, objective, direction, tmp_path, 
             "--algorithm", algorithm, "--max-trials", 2, "--max-epochs", 1]
     result = helpers.invoke(*args, *(["--objective", objective] if objective else []))
     helpers.assert_ok(result)
-    assert "Budget: 2 trials x 1 epochs = 2 epochs" in result.output
+    assert "Budget: 2 trials x 1 epoch = 2 epochs" in result.output
     run_dir = helpers.only_run(runs_root, recipe)
     manifest = helpers.read_json(run_dir / "run.json")
     assert manifest["search"]["objective"] == (objective or "val_roc_auc")

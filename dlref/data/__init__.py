@@ -69,11 +69,13 @@ class Source:
 
     def describe(self):
         """The source in a line: the file or dataset, then the options that shape the rows."""
-        where = self.data or self.dataset or "built-in data"
+        from dlref.text import shown_path
+
+        where = shown_path(self.data) if self.data else self.dataset or "built-in data"
         options = [f"target {self.target}"] if self.target else []
         options += [f"positive class {self.positive_class}"] if self.positive_class else []
-        options += [f"--val-data {self.val_data}"] if self.val_data else []
-        options += [f"--test-data {self.test_data}"] if self.test_data else []
+        options += [f"--val-data {shown_path(self.val_data)}"] if self.val_data else []
+        options += [f"--test-data {shown_path(self.test_data)}"] if self.test_data else []
         options += [f"--missing {self.missing}"] if self.missing else []
         options += [f"--drop {', '.join(self.drop)}"] if self.drop else []
         options += [f"--features {','.join(self.features)}"] if self.features else []

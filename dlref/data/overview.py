@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 
 from dlref.data.columns import encode
-from dlref.text import listing, plural
+from dlref.text import listing, plural, shown_path
 
 LEAKAGE_SCORE = 0.99  # ROC-AUC (classifiers) or R² (regression) of one column on its own.
 LEAKAGE_ROWS = 5000  # The check looks at this many training rows at most.
@@ -21,7 +21,7 @@ def summary(where, target, task_line, rows, schema, encoding, gaps, left_out, mi
         gaps: {column: rows with a gap, over every split}.
         left_out: {column: reason}.
     """
-    lines = [f"Data: {where}, target {target!r}: {task_line}",
+    lines = [f"Data: {shown_path(where)}, target {target!r}: {task_line}",
              "Rows: " + ", ".join(f"{label} {count:,}" for label, count in rows.items())]
     lines.append(f"Features: {plural(len(schema), 'column')} -> "
                  f"{plural(_width(encoding), 'input')}")

@@ -22,6 +22,7 @@ from dlref import config as configlib
 from dlref import registry, runs
 from dlref.data import Source
 from dlref.errors import DlrefError
+from dlref.text import plural
 from dlref.training import describe_data, resolve_config, show_data, source_and_recipe, versions
 from dlref.tuning.distributed import Cluster, check, check_port_free
 from dlref.tuning.plan import Search, budget, budget_text, fingerprint, prepare, space_changes
@@ -34,6 +35,7 @@ __all__ = ["Search", "Cluster", "tune", "resume", "budget", "benchmark"]
 def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, search=Search(),
          cluster=Cluster(), run_name=None, runs_dir=None, argv=()):
     """Runs a search (or this worker's share of one); returns the run folder."""
+    root = runs.runs_root(runs_dir)  # A runs folder that is a file fails before the data.
     name, source = source_and_recipe(name, source, config_file)
     recipe, preset, values = resolve_config(name, config_file, overrides, None, seed)
     if not registry.info(recipe)["tunable"]:
@@ -46,7 +48,6 @@ def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, se
     module = registry.load(recipe)
     config, data, settings, plan, hp, space = prepare(module, values, source, search)
     show_data(data)
-    root = runs.runs_root(runs_dir)
     if cluster.role == "worker":
         from dlref.tuning.distributed import work
 
@@ -54,6 +55,14 @@ def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, se
     if cluster.role == "chief":
         check_port_free(cluster)
     run_dir = runs.create_run(root, recipe, run_name, prefix="tune-")
+    with runs.locked(run_dir):
+        return _start(run_dir, module, config, data, settings, plan, hp, space, cluster,
+                      recipe=recipe, preset=preset, values=values, source=source, argv=argv)
+
+
+def _start(run_dir, module, config, data, settings, plan, hp, space, cluster, *, recipe, preset,
+           values, source, argv):
+    """A new search in its folder: manifest, HParams config, budget, then the search."""
     runs.new_manifest(
         run_dir, "tune", recipe, argv, preset=preset, config=values,
         source=source.to_dict(), seed=config.seed, versions=versions(),
@@ -80,14 +89,18 @@ def resume(ref, *, name=None, source=Source(), config_file=None, overrides=(), s
     the original command with --resume works, a different one is refused with what differs.
     """
     run_dir = runs.find_run(ref, runs.runs_root(runs_dir))
+    with runs.locked(run_dir):
+        return _resume(run_dir, name=name, source=source, config_file=config_file,
+                       overrides=overrides, seed=seed, search=search, cluster=cluster, argv=argv)
+
+
+def _resume(run_dir, *, name, source, config_file, overrides, seed, search, cluster, argv):
     manifest = runs.read_manifest(run_dir)
     if manifest.get("kind") != "tune":
         raise DlrefError(f"{run_dir} is a {manifest.get('kind', 'unknown')} run, not a tuning "
                          f"run (dlref tune makes folders named tune-...).")
     if manifest["status"] == "completed":
         raise DlrefError(f"{run_dir} has already completed; nothing to resume.")
-    if manifest["status"] == "running" and runs.is_alive(manifest):
-        raise DlrefError(f"{run_dir} is still running (process {manifest.get('pid')}).")
     role = manifest.get("role", "single")
     if role == "worker" or (cluster.role or "single") != role:
         raise DlrefError(f"{run_dir} was a {role} search: resume it with "
@@ -119,7 +132,8 @@ def resume(ref, *, name=None, source=Source(), config_file=None, overrides=(), s
     runs.update_manifest(run_dir, oracle=cluster.oracle, resumed=[
         *manifest.get("resumed", []), {"argv": list(argv), "at": time.strftime("%FT%T%z")}])
     done = (manifest.get("trials") or {}).get("completed", 0)
-    print(f"Resuming {run_dir}: {done} of {plan['trials']} trials completed.", flush=True)
+    print(f"Resuming {run_dir}: {done} of {plural(plan['trials'], 'trial')} completed.",
+          flush=True)
     return _search(module, config, data, run_dir, settings, plan, cluster)
 
 

@@ -158,15 +158,19 @@ def budget(settings):
 
 
 def budget_text(settings, plan):
+    from dlref.text import plural
+
+    trials, epochs = plural(plan["trials"], "trial"), plural(plan["epochs"], "epoch")
     if settings["algorithm"] != "hyperband":
-        return (f"Budget: {plan['trials']} trials x {settings['max_epochs']} epochs = "
-                f"{plan['epochs']} epochs ({settings['algorithm']} search).")
-    lines = [f"Budget: {plan['trials']} trials, {plan['epochs']} epochs in total (Hyperband: "
-             f"max_epochs {settings['max_epochs']}, factor {settings['factor']}, "
-             f"{settings['iterations']} iteration(s) of {len(plan['brackets'])} bracket(s))."]
+        return (f"Budget: {trials} x {plural(settings['max_epochs'], 'epoch')} = {epochs} "
+                f"({settings['algorithm']} search).")
+    lines = [f"Budget: {trials}, {epochs} in total (Hyperband: max_epochs "
+             f"{settings['max_epochs']}, factor {settings['factor']}, "
+             f"{plural(settings['iterations'], 'iteration')} of "
+             f"{plural(len(plan['brackets']), 'bracket')})."]
     for number, rounds in enumerate(plan["brackets"], start=1):
         (size, _, end), later = rounds[0], rounds[1:]
-        steps = [f"{size} models x {end} epoch(s)"]
+        steps = [f"{plural(size, 'model')} x {plural(end, 'epoch')}"]
         steps += [f"the best {size} on to epoch {end}" for size, _, end in later]
         lines.append(f"  bracket {number}: " + ", then ".join(steps))
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from keras_tuner.src.engine.oracle import Display
 
 from dlref import config as configlib
 from dlref import io, runs
+from dlref.text import plural
 
 COMPLETED = "COMPLETED"
 
@@ -86,8 +87,9 @@ class Results:
         # The epochs the best trial trained for; `dlref train` adds early stopping where set.
         values["epochs"] = trial.hyperparameters.values.get("tuner/epochs",
                                                             self.settings["max_epochs"])
-        summary = (f"Best of {total} trials of {self.run_dir.name} ({self.settings['algorithm']}):"
-                   f" trial {trial.trial_id}, {self.settings['objective']} {trial.score:.6g}")
+        summary = (f"Best of {plural(total, 'trial')} of {self.run_dir.name} "
+                   f"({self.settings['algorithm']}): trial {trial.trial_id}, "
+                   f"{self.settings['objective']} {trial.score:.6g}")
         # The data the search ran on, so that `dlref train --config best.toml` trains on it too.
         source = runs.read_manifest(self.run_dir).get("source") or {}
         return configlib.to_toml(self.module.NAME, values, summary=summary, data=source)
