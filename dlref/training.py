@@ -339,27 +339,30 @@ def eval_batch_size(config):
 
 
 def _stopped(run_dir, status, reason, last_saved=False):
-    from dlref.resumable import read_history
+    from dlref.resumable import best_row, read_history
 
-    epochs = len(read_history(run_dir / "history.csv"))
+    history = read_history(run_dir / "history.csv")
     manifest = runs.update_manifest(run_dir, status=status, error=reason,
-                                    epochs_completed=epochs)
+                                    epochs_completed=len(history))
     if status == "interrupted":
-        print(f"\nRun interrupted ({reason}). {_saved(run_dir, manifest, epochs, last_saved)}"
-              f"\nResume with:  dlref train --resume {run_dir}", file=sys.stderr)
+        best = best_row(history, manifest["monitor"], manifest["mode"])
+        saved = _saved(run_dir, manifest, history, best, last_saved)
+        print(f"\nRun interrupted ({reason}). {saved}\nResume with:  dlref train --resume "
+              f"{run_dir}", file=sys.stderr)
     return run_dir
 
 
-def _saved(run_dir, manifest, epochs, last_saved):
+def _saved(run_dir, manifest, history, best, last_saved):
     """What an interrupted run has on disk, and where a resume goes on from."""
     if manifest.get("fit_done"):
         return "Training is over; the resume evaluates and saves the model."
-    if not epochs:
+    if not history:
         return "No epoch finished, so nothing is saved yet; the resume starts at epoch 1."
-    best = manifest.get("best") or {}
-    files = [f"best.keras (epoch {best['epoch']})"] if best.get("epoch") else []
+    on_disk = best and (run_dir / "checkpoints" / "best.keras").is_file()
+    files = [f"best.keras (epoch {best['epoch'] + 1})"] if on_disk else []
     files += ["last.keras"] if last_saved else []
     saved = f"Saved {' and '.join(files)} in {run_dir / 'checkpoints'}; " if files else ""
+    epochs = len(history)
     return f"{saved}the resume continues after epoch {epochs}."
 
 

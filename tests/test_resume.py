@@ -341,3 +341,24 @@ def test_an_unwritable_checkpoints_folder_fails_before_training(trained, tmp_pat
     helpers.assert_user_error(result, "Cannot write in", "checkpoints", "Permission denied")
     assert "Resuming" not in result.output
     assert helpers.read_json(run_dir / "run.json")["status"] == "interrupted"
+
+
+def test_a_double_ctrl_c_says_what_is_on_disk(tmp_path, runs_root):
+    """Two SIGINTs stop at once; the message names only checkpoints that exist."""
+    process, _ = _start(tmp_path, runs_root, "binary")
+    run_dir = _wait_for_epochs(process, runs_root, "binary", 2)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 130 and "Traceback" not in err, (out, err)
+    assert "stopped by a second SIGINT" in err
+    manifest = helpers.read_json(run_dir / "run.json")
+    assert manifest["status"] == "interrupted"
+    epochs = len(read_history(run_dir / "history.csv"))
+    assert f"the resume continues after epoch {epochs}." in err
+    assert ("last.keras" in err) == (run_dir / "checkpoints" / "last.keras").is_file()
+    assert "best.keras (epoch " in err and (run_dir / "checkpoints" / "best.keras").is_file()
+    result = helpers.invoke("train", "--resume", run_dir, "--epochs", epochs + 1)
+    helpers.assert_ok(result)
+    assert helpers.history_epochs(run_dir) == list(range(epochs + 1))
