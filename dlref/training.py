@@ -34,7 +34,11 @@ def resolve_config(name, config_file=None, overrides=(), epochs=None, seed=None)
     layers.append(("--set", configlib.parse_overrides(overrides)))
     shortcuts = {"epochs": epochs, "seed": seed}
     layers.append(("options", {k: v for k, v in shortcuts.items() if v is not None}))
-    return recipe, (name if preset else None), configlib.merge(defaults, layers)
+    values = configlib.merge(defaults, layers)
+    if not 0 <= values.get("seed", 0) < 2**32:  # What NumPy's and Keras' generators accept.
+        raise DlrefError(f"seed must be a whole number from 0 to {2**32 - 1:,}, got "
+                         f"{values['seed']}.")
+    return recipe, (name if preset else None), values
 
 
 def versions():

@@ -183,3 +183,12 @@ def test_train_refuses_a_bad_override_before_creating_a_run(runs_root):
     result = helpers.invoke("train", "regression", "--set", "dropout_rate='x'")
     helpers.assert_user_error(result, "dropout_rate", "float")
     assert helpers.run_folders(runs_root) == []
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 10**20])
+def test_a_seed_numpy_cannot_take_is_refused(seed, regression_csv):
+    result = helpers.invoke("train", "regression", "--data", regression_csv, "--target", "y",
+                            "--seed", seed, "--epochs", 1)
+    helpers.assert_user_error(result, "seed must be a whole number from 0 to 4,294,967,295")
+    helpers.assert_user_error(helpers.invoke("show", "binary", "--set", f"seed={seed}"),
+                              "seed must be")
