@@ -230,6 +230,16 @@ def test_resume_of_a_finished_oracle_completes_without_new_trials(stopped):
     assert len(_trials(run_dir)) == 2 and "started" not in result.output
 
 
+def test_resume_of_a_search_in_use_is_refused(stopped):
+    from dlref import runs
+
+    run_dir, data = stopped
+    with runs.locked(run_dir):
+        result = helpers.invoke(*_tune_args(data), "--resume", run_dir)
+    helpers.assert_user_error(result, "in use by dlref process")
+    assert helpers.read_json(run_dir / "run.json")["status"] == "interrupted"
+
+
 def test_resume_refuses_changed_data(stopped):
     run_dir, data = stopped
     header, rows = helpers.regression_rows(seed=1)
