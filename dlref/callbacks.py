@@ -16,7 +16,6 @@ import numpy as np
 
 from dlref import io
 from dlref.errors import DlrefError
-from dlref.interrupts import StopRequests
 from dlref.resumable import (AtomicBackup, EpochSeeds, HistoryCsv, ResumableEarlyStopping,
                              best_value)
 
@@ -137,34 +136,21 @@ class GracefulInterrupt(keras.callbacks.Callback):
     """Stops training at the end of the epoch in which Ctrl-C or SIGTERM arrived.
 
     Args:
-        requests: an `interrupts.StopRequests` the caller holds for the whole run (the training
-            loop does, so a signal during the evaluation is handled too); None installs one
-            for this fit only.
+        requests: the `interrupts.StopRequests` that the caller holds (installed) for the whole
+            run, so that a signal during the evaluation is handled too.
     """
 
-    def __init__(self, requests=None):
+    def __init__(self, requests):
         super().__init__()
-        self.requests, self._own = requests, None
-
-    @property
-    def requested(self):
-        return (self.requests or self._own).requested if (self.requests or self._own) else None
-
-    def on_train_begin(self, logs=None):
-        if self.requests is None:
-            self._own = StopRequests().__enter__()
+        self.requests = requests
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.requested:
+        if self.requests.requested:
             self.model.stop_training = True
 
-    def on_train_end(self, logs=None):
-        if self._own is not None:
-            self._own.__exit__(None, None, None)
 
-
-def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, history=(),
-                   early_stopping_patience=0, histograms=True, seed=None, requests=None):
+def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=False, history=(),
+                   early_stopping_patience=0, histograms=True, seed=None):
     """The callbacks for one fit, in the order DESIGN.md section 6 gives.
 
     Args:
@@ -177,7 +163,7 @@ def make_callbacks(run_dir, monitor, mode, validation, roc_auc=False, history=()
         early_stopping_patience: epochs without improvement before stopping; 0 = never.
         histograms: weight histograms in TensorBoard every epoch.
         seed: re-seed every epoch from (seed, epoch) (EpochSeeds); None = no re-seeding.
-        requests: the run's StopRequests (see GracefulInterrupt).
+        requests: the run's installed StopRequests (see GracefulInterrupt).
     """
     run_dir = Path(run_dir)
     best_so_far = best_value(history, monitor, mode)

@@ -221,7 +221,8 @@ def _refuse_with_resume(**given):
     flags = {"name": "a recipe name", "name_": "--name", "set": "--set",
              "positive_class": "--positive-class", "val_data": "--val-data",
              "test_data": "--test-data", "max_categories": "--max-categories"}
-    named = [flags.get(key, f"--{key}") for key, value in given.items() if value]
+    named = [flags.get(key, f"--{key}") for key, value in given.items()
+             if value is not None and value is not False and value not in ([], ())]
     if named:
         raise DlrefError(
             f"--resume continues a run with the settings it started with, so {', '.join(named)} "

@@ -64,7 +64,7 @@ def _figure(width=5.0, height=4.0, columns=1):
     return pyplot.subplots(1, columns, figsize=(width, height), dpi=100)
 
 
-def learning_curves(history, monitor, loss_label="loss", kept_epoch=None):
+def learning_curves(history, monitor, loss_label="loss", kept_epoch=None, kept_why=None):
     """Loss, the monitored metric and accuracy per epoch, train and validation.
 
     Args:
@@ -72,6 +72,7 @@ def learning_curves(history, monitor, loss_label="loss", kept_epoch=None):
         monitor: the metric that picks the checkpoint, e.g. "val_roc_auc".
         loss_label: the loss axis' name with its unit, e.g. "MAE (price)".
         kept_epoch: the 1-based epoch the saved model comes from, marked on every panel.
+        kept_why: why that epoch, for the marker's label (default: best by the monitor).
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -87,7 +88,7 @@ def learning_curves(history, monitor, loss_label="loss", kept_epoch=None):
                 axis.plot(epochs, values, marker=".", label=label, color=color)
         if kept_epoch is not None:
             axis.axvline(kept_epoch, color="gray", linestyle=":",
-                         label=f"kept: epoch {kept_epoch} (best {monitor})")
+                         label=f"kept: epoch {kept_epoch} ({kept_why or 'best ' + monitor})")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # No epoch 1.5.
         axis.set(xlabel="epoch", ylabel=loss_label if name == "loss" else name, title=name)
     _shared_legend(figure)

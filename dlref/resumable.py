@@ -89,7 +89,7 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
         name = f"epoch-{self._current_epoch:05d}.weights.h5"
         with io.atomic_path(backup_dir / name, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
-        previous = _backup_files(backup_dir)[0][:1]
+        previous = [f for f in _backup_files(backup_dir)[0] if f.name != name][:1]
         io.write_json(backup_dir / BACKUP_METADATA, {"epoch": self._current_epoch, "weights": name})
         for old in backup_dir.glob("epoch-*.weights.h5"):
             if old.name != name and old not in previous:
@@ -115,6 +115,17 @@ def _backup_files(backup_dir):
     return ([f for f in files if f.name <= named.name] if named in files else files), True
 
 
+def backup_epoch(backup_dir):
+    """The epochs the newest backup covers (0: none), as far as its file names tell; a resume
+    continues after it unless that file proves unreadable (restore_backup says so then)."""
+    files, _ = _backup_files(backup_dir)
+    return _epochs_of(files[0]) if files else 0
+
+
+def _epochs_of(path):
+    return int(path.name.split("-")[1].split(".")[0])  # epoch-00005.weights.h5 -> 5
+
+
 def restore_backup(model, backup_dir):
     """Loads the newest readable backup into `model`; returns the epochs it covers (0: none).
 
@@ -134,7 +145,7 @@ def restore_backup(model, backup_dir):
             print(f"Warning: the backup {path} could not be read ({type(error).__name__}); "
                   "trying the one before it.", file=sys.stderr, flush=True)
             continue
-        epochs = int(path.name.split("-")[1].split(".")[0])
+        epochs = _epochs_of(path)
         if path != files[0] or not metadata_read:
             print(f"Continuing after epoch {epochs}, from {path.name}.", file=sys.stderr)
         return epochs

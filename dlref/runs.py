@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -104,6 +105,11 @@ def locked(run_dir):
             raise DlrefError(f"{run_dir} is in use by {owner}: wait for it to finish or stop "
                              "it first (two processes writing one run would mix their "
                              "epochs).") from None
+        except OSError as error:  # ENOLCK: a network file system without locking.
+            print(f"Warning: cannot lock {run_dir} ({error.strerror}); make sure no other dlref "
+                  "process writes to this run.", file=sys.stderr, flush=True)
+            yield
+            return
         handle.truncate(0)
         handle.write(f"dlref process {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from dlref import config as configlib
 from dlref import io, registry, runs
-from dlref.data import Source
 from dlref.errors import DlrefError
 
 
@@ -56,8 +55,10 @@ def _save_reports(module, data, model, run_dir, result, history, kept, classical
 
     loss = module.loss_label(data.meta) if hasattr(module, "loss_label") else "loss"
     kept_epoch = kept["epoch"] + 1 if kept else None
+    best = (run_dir / "checkpoints" / "best.keras").is_file()
+    why = None if best else f"the last: no {module.MONITOR} value to compare"
     figures = {"learning_curves": reports.learning_curves(history, module.MONITOR, loss,
-                                                          kept_epoch)}
+                                                          kept_epoch, why)}
     if hasattr(module, "plots"):
         # Recipes without a classical baseline keep the plain plots(model, data).
         extra = {"classical": classical} if classical is not None else {}
@@ -176,19 +177,18 @@ def open_run(ref, runs_dir=None):
 def evaluate_run(ref, runs_dir=None, data_path=None):
     """Test metrics of a saved model: on its own test split, or on a labelled file."""
     from dlref import training
+
     run_dir, manifest, module, model, meta = open_run(ref, runs_dir)
     if data_path:
         data = module.load_labelled(data_path, meta)
     else:
         defaults = configlib.field_defaults(module.Config)
         config = module.Config(**configlib.merge(defaults, [("run.json", manifest["config"])]))
-        data = training.seeded_load(module, config, Source.from_dict(manifest["source"]))
-        if data.fingerprint != manifest["data"]["fingerprint"]:
-            # Its test split (and the inputs' encoding) would not be the one the model saw.
-            raise DlrefError(
-                f"The data of {run_dir.name} changed since it was trained (or was prepared by an "
-                "earlier version of dlref), so its test split cannot be rebuilt. Evaluate it on "
-                "a labelled file instead: dlref evaluate RUN --data FILE")
+        # Another test split (or encoding of the inputs) than the model saw would mislead.
+        data = training.rebuild_data(module, config, manifest, (
+            f"The data of {run_dir.name} changed since it was trained, or an earlier version of "
+            "dlref prepared it, so its test split cannot be rebuilt. Evaluate it on a labelled "
+            "file instead: dlref evaluate RUN --data FILE"))
         data.meta = meta
     result = module.evaluate(model, data)
     saved = io.read_json(run_dir / "metrics.json") if not data_path else {}

@@ -143,14 +143,12 @@ def resume(ref, *, runs_dir=None, epochs=None):
         values = configlib.merge(defaults, [("run.json", manifest["config"]),
                                             ("--epochs", changes)])
         config = module.Config(**values)
+        if hasattr(module, "check_config"):
+            module.check_config(config)
         runs.check_writable(run_dir)
-        data = seeded_load(module, config, Source.from_dict(manifest["source"]))
-        if data.fingerprint != manifest["data"]["fingerprint"]:
-            raise DlrefError(
-                f"The data changed since {run_dir.name} started, or an earlier version of "
-                f"dlref prepared it (fingerprint {data.fingerprint}, was "
-                f"{manifest['data']['fingerprint']}): start a new run instead of resuming."
-            )
+        data = rebuild_data(module, config, manifest, (
+            f"The data changed since {run_dir.name} started, or an earlier version of dlref "
+            "prepared it: start a new run instead of resuming."))
         io.remove_temporaries(run_dir)
         runs.mark_running(run_dir, config=values)
         where = ("training is over; evaluating and saving" if manifest.get("fit_done")
@@ -161,10 +159,10 @@ def resume(ref, *, runs_dir=None, epochs=None):
 
 def _check_new_total(run_dir, manifest, epochs):
     """Refuses an --epochs that cannot apply; returns the number of epochs done."""
-    from dlref.resumable import read_history
+    from dlref.resumable import backup_epoch
     from dlref.text import plural
 
-    done = len(read_history(run_dir / "history.csv"))
+    done = backup_epoch(run_dir / "checkpoints" / "backup")
     if epochs is None:
         return done
     if manifest.get("fit_done"):
@@ -186,6 +184,16 @@ def seeded_load(module, config, source):
 
     keras.utils.set_random_seed(config.seed)
     return module.load_data(config, source)
+
+
+def rebuild_data(module, config, manifest, refusal):
+    """A run's data prepared again as when it started, or DlrefError(`refusal`) when its
+    fingerprint differs (the file changed, or another version of dlref prepared it)."""
+    data = seeded_load(module, config, Source.from_dict(manifest["source"]))
+    if data.fingerprint != manifest["data"]["fingerprint"]:
+        raise DlrefError(f"{refusal} (fingerprint {data.fingerprint}, was "
+                         f"{manifest['data']['fingerprint']})")
+    return data
 
 
 def describe_data(data):
@@ -220,6 +228,8 @@ def _run(module, config, data, run_dir):
             saved.finish(module, config, data, model, run_dir)
             io.remove_temporaries(run_dir)
         except KeyboardInterrupt:
+            if runs.read_manifest(run_dir).get("status") == "completed":
+                return run_dir  # Stopped while printing the summary: nothing is missing.
             return _stopped(run_dir, "interrupted",
                             f"stopped by a second {requests.second or 'Ctrl-C'}")
         except DlrefError as error:
@@ -269,15 +279,15 @@ def _fit(module, config, data, run_dir, requests):
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first] + epoch_log.seconds
     stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
     stopped_at = stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None
+    epochs_done = len(read_history(run_dir / "history.csv"))
     # Decided once: a signal from here on finds the run finishing, not training.
-    finished = bool(stopped_at or not requests.requested)
+    finished = bool(stopped_at or epochs_done >= config.epochs or not requests.requested)
     if finished:
         requests.phase = "finish"
     kept = _report_kept_epoch(module, config, run_dir, stopped_at, not finished)
     runs.update_manifest(
-        run_dir, epochs_completed=len(read_history(run_dir / "history.csv")),
-        fit_done=finished, stopped_early_at=stopped_at, best=kept,
-        timings={"epoch_seconds": seconds},
+        run_dir, epochs_completed=epochs_done, fit_done=finished, stopped_early_at=stopped_at,
+        best=kept, timings={"epoch_seconds": seconds},
     )
     return model if finished else None
 
@@ -291,6 +301,9 @@ def _report_kept_epoch(module, config, run_dir, stopped_at, interrupted):
     history = read_history(run_dir / "history.csv")
     row = best_row(history, module.MONITOR, module.MODE)
     if row is None:
+        if history and not interrupted:
+            print(f"\nTrained {plural(len(history), 'epoch')}; keeping the last: {module.MONITOR} "
+                  "was never a number to compare.", flush=True)
         return None
     kept = f"keeping epoch {row['epoch'] + 1} ({module.MONITOR} {row[module.MONITOR]:.4f})"
     if stopped_at:
@@ -358,6 +371,8 @@ def _stopped(run_dir, status, reason, last_saved=False):
 
 def _saved(run_dir, manifest, history, best, last_saved):
     """What an interrupted run has on disk, and where a resume goes on from."""
+    from dlref.resumable import backup_epoch
+
     if manifest.get("fit_done"):
         return "Training is over; the resume evaluates and saves the model."
     if not history:
@@ -366,7 +381,7 @@ def _saved(run_dir, manifest, history, best, last_saved):
     files = [f"best.keras (epoch {best['epoch'] + 1})"] if on_disk else []
     files += ["last.keras"] if last_saved else []
     saved = f"Saved {' and '.join(files)} in {run_dir / 'checkpoints'}; " if files else ""
-    epochs = len(history)
+    epochs = backup_epoch(run_dir / "checkpoints" / "backup")
     return f"{saved}the resume continues after epoch {epochs}."
 
 

@@ -16,6 +16,7 @@ import helpers
 from dlref import callbacks as cb
 from dlref import resumable
 from dlref.errors import DlrefError
+from dlref.interrupts import StopRequests
 
 
 def _binary_data(rows, seed):
@@ -79,7 +80,7 @@ def test_roc_auc_through_make_callbacks(tmp_path):
     x_val, y_val = _binary_data(20, seed=2)
     model = _model(3)
     callbacks = cb.make_callbacks(tmp_path, "val_roc_auc", "max", (x_val, y_val), roc_auc=True,
-                                  histograms=False)
+                                  histograms=False, requests=StopRequests())
     history = model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=2,
                         batch_size=8, callbacks=callbacks, verbose=0)
 
@@ -128,6 +129,7 @@ def test_roc_auc_helper_edge_cases():
 def test_make_callbacks_order(tmp_path):
     validation = _binary_data(10, seed=0)
     found = cb.make_callbacks(tmp_path, "val_roc_auc", "max", validation, roc_auc=True,
+                              requests=StopRequests(),
                               early_stopping_patience=3, seed=1)
     kinds = [type(c).__name__ for c in found]
     assert kinds == ["EpochSeeds", "RocAuc", "EpochTensorBoard", "AtomicCheckpoint",
@@ -135,7 +137,7 @@ def test_make_callbacks_order(tmp_path):
                      "ResumableEarlyStopping", "GracefulInterrupt"]
     assert found[7].raise_error is True
     assert found[8].monitor == "val_roc_auc" and found[8].patience == 3
-    without = cb.make_callbacks(tmp_path, "val_loss", "min", validation)
+    without = cb.make_callbacks(tmp_path, "val_loss", "min", validation, requests=StopRequests())
     assert "RocAuc" not in [type(c).__name__ for c in without]
     assert "ResumableEarlyStopping" not in [type(c).__name__ for c in without]
     assert "EpochSeeds" not in [type(c).__name__ for c in without]
@@ -378,10 +380,22 @@ class _SignalAt(keras.callbacks.Callback):
 def test_signal_finishes_the_epoch_then_stops(signum, capsys):
     before = signal.getsignal(signum)
     x, y = _binary_data(12, seed=7)
-    interrupt = cb.GracefulInterrupt()
-    history = _model(3).fit(x, y, epochs=6, batch_size=4, verbose=0,
-                            callbacks=[_SignalAt(1, signum), interrupt])
+    with StopRequests() as requests:
+        history = _model(3).fit(x, y, epochs=6, batch_size=4, verbose=0,
+                                callbacks=[_SignalAt(1, signum), cb.GracefulInterrupt(requests)])
+        assert signal.getsignal(signum) is not before  # Held for the whole run, not one fit.
     assert len(history.history["loss"]) == 2  # Epoch 1 ran to its end, then training stopped.
-    assert interrupt.requested == signal.Signals(signum).name
-    assert signal.getsignal(signum) is before  # Handlers are restored after fit.
+    assert requests.requested == signal.Signals(signum).name
+    assert signal.getsignal(signum) is before  # Handlers are restored when the run ends.
     assert "finishing this epoch" in capsys.readouterr().err
+
+
+def test_a_second_signal_stops_at_once():
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with StopRequests() as requests:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert requests.requested == "SIGTERM" and requests.second is None
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert requests.second == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before

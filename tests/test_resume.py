@@ -7,6 +7,7 @@ best checkpoint must still be the best epoch of the whole history (keras #17012)
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -236,13 +237,16 @@ def _wait_until(process, runs_root, epochs, timeout=120):
 
 
 def _interrupted_copy(trained, tmp_path, fit_done=False):
-    import shutil
-
     run_dir = tmp_path / "runs" / "regression" / trained["regression"]["run"].name
     shutil.copytree(trained["regression"]["run"], run_dir)
     manifest = helpers.read_json(run_dir / "run.json")
     manifest.update(status="interrupted", fit_done=fit_done)
     (run_dir / "run.json").write_text(json.dumps(manifest))
+    backup = run_dir / "checkpoints" / "backup"  # What a stop after epoch 2 leaves.
+    backup.mkdir(parents=True)
+    (backup / "epoch-00002.weights.h5").write_bytes(b"never read by these tests")
+    (backup / "training_metadata.json").write_text(
+        json.dumps({"epoch": 2, "weights": "epoch-00002.weights.h5"}))
     return run_dir
 
 
@@ -261,7 +265,8 @@ def test_a_run_in_use_is_refused(trained, tmp_path):
 
 @pytest.mark.parametrize("option", [["--set", "learning_rate=0.5"], ["--data", "/nowhere.csv"],
                                     ["--name", "zzz"], ["--seed", "3"], ["regression"],
-                                    ["--strategy", "mirrored"], ["--drop", "x1"]])
+                                    ["--strategy", "mirrored"], ["--drop", "x1"],
+                                    ["--seed", "0"], ["--max-categories", "0"]])
 def test_resume_refuses_options_it_would_ignore(option):
     result = helpers.invoke("train", "--resume", "any-run", *option)
     helpers.assert_user_error(result, "--resume continues a run", "cannot apply")
@@ -271,6 +276,11 @@ def test_resume_refuses_fewer_epochs_than_done(trained, tmp_path):
     run_dir = _interrupted_copy(trained, tmp_path)
     helpers.assert_user_error(helpers.invoke("train", "--resume", run_dir, "--epochs", 1),
                               "has trained 2 epochs, more than --epochs 1", "new total")
+    fresh = _interrupted_copy(trained, tmp_path / "fresh")
+    shutil.rmtree(fresh / "checkpoints" / "backup")  # Stopped before its first epoch ended.
+    helpers.assert_user_error(helpers.invoke("train", "--resume", fresh, "--epochs", 0),
+                              "epochs must be at least 1")
+    assert helpers.read_json(fresh / "run.json")["status"] == "interrupted"
     over = _interrupted_copy(trained, tmp_path / "other", fit_done=True)
     helpers.assert_user_error(helpers.invoke("train", "--resume", over, "--epochs", 9),
                               "Training of", "is over")
@@ -362,3 +372,20 @@ def test_a_double_ctrl_c_says_what_is_on_disk(tmp_path, runs_root):
     result = helpers.invoke("train", "--resume", run_dir, "--epochs", epochs + 1)
     helpers.assert_ok(result)
     assert helpers.history_epochs(run_dir) == list(range(epochs + 1))
+
+
+def test_a_signal_in_the_last_epoch_still_finishes_the_run(tmp_path, runs_root):
+    """Every epoch has run once the signal's epoch ends: the run completes, as the message
+    'finishing this epoch, then saving' promises."""
+    data = helpers.regression_csv(tmp_path / "r.csv", rows=600)
+    process = _popen_train(tmp_path, runs_root, "regression", "--data", data, "--target", "y",
+                           "--epochs", 3, "--set", "batch_size=1", "--name", "cut")
+    run_dir = next(p for p in _wait_until(process, runs_root, 2) if p.name.endswith("-cut"))
+    time.sleep(0.3)  # Past epoch 2's callbacks: epoch 3 of about a second is under way.
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=90)
+    assert "finishing this epoch" in err and "epoch 3/3" in out, (out, err)
+    assert process.returncode == 0, (out, err)
+    manifest = helpers.read_json(run_dir / "run.json")
+    assert manifest["status"] == "completed" and manifest["epochs_completed"] == 3
+    assert (run_dir / "model.keras").is_file()

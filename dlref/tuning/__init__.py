@@ -19,7 +19,7 @@ import sys
 import time
 
 from dlref import config as configlib
-from dlref import registry, runs
+from dlref import io, registry, runs
 from dlref.data import Source
 from dlref.errors import DlrefError
 from dlref.text import plural
@@ -128,6 +128,7 @@ def _resume(run_dir, *, name, source, config_file, overrides, seed, search, clus
                          "of two searches in one ranking.")
     if cluster.role == "chief":
         check_port_free(cluster)
+    io.remove_temporaries(run_dir)  # What a kill mid-write left; the lock keeps others out.
     runs.mark_running(run_dir)
     runs.update_manifest(run_dir, oracle=cluster.oracle, resumed=[
         *manifest.get("resumed", []), {"argv": list(argv), "at": time.strftime("%FT%T%z")}])
