@@ -2,9 +2,12 @@
 
 The first signal is a request: training stops at the end of the current epoch, and once
 training is over, the evaluation and saving run to their end, so the run folder is complete.
-A second signal stops at once (KeyboardInterrupt). The handlers stay installed until the run
-is finished: Keras' own callbacks hold them only while `fit` runs, and a SIGTERM during the
-evaluation used to kill the process with run.json still saying 'running'.
+A second signal stops at once: `on_second` (the training loop marks the run interrupted and
+ends the process there), else a KeyboardInterrupt. Not a KeyboardInterrupt alone, because one
+raised while TensorFlow's garbage collection runs a `__del__` is printed and dropped, and the
+run went on. The handlers stay installed until the run is finished: Keras' own callbacks hold
+them only while `fit` runs, and a SIGTERM during the evaluation used to kill the process with
+run.json still saying 'running'.
 """
 
 import signal
@@ -20,14 +23,18 @@ MESSAGES = {
 class StopRequests:
     """A context manager that turns SIGINT / SIGTERM into a request others can read.
 
+    Args:
+        on_second: called on the second signal, before the KeyboardInterrupt; it may end the
+            process.
+
     Attributes:
         requested: the first signal's name ('SIGINT'), or None.
         second: the name of the signal that stopped the run at once, or None.
         phase: 'fit' while training, 'finish' after; it picks the message a signal prints.
     """
 
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
-        self.signals = signals
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM), on_second=None):
+        self.signals, self.on_second = signals, on_second
         self.requested = self.second = None
         self.phase = "fit"
         self._previous = {}
@@ -45,6 +52,8 @@ class StopRequests:
         if self.requested:
             self.second = name
             self._restore()
+            if self.on_second:
+                self.on_second()
             raise KeyboardInterrupt
         self.requested = name
         print(f"\n{name}: {MESSAGES[self.phase]}", file=sys.stderr, flush=True)

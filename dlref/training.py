@@ -215,7 +215,7 @@ def _run(module, config, data, run_dir):
     """
     from dlref.interrupts import StopRequests
 
-    with StopRequests() as requests:
+    with StopRequests(on_second=lambda: _stop_now(run_dir, requests)) as requests:
         try:
             if not runs.read_manifest(run_dir).get("fit_done"):
                 model = _fit(module, config, data, run_dir, requests)
@@ -244,6 +244,19 @@ def _run(module, config, data, run_dir):
                 ) from None
             raise
     return run_dir
+
+
+def _stop_now(run_dir, requests):
+    """The second Ctrl-C: mark the run, say what is saved, and end the process at once (files
+    are written atomically, so whatever was being written is left as it was, or as a temporary
+    file that the resume removes)."""
+    import os
+
+    if runs.read_manifest(run_dir).get("status") != "completed":
+        _stopped(run_dir, "interrupted", f"stopped by a second {requests.second}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _fit(module, config, data, run_dir, requests):

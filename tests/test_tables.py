@@ -258,7 +258,8 @@ def test_config_toml_carries_the_data(tmp_path, runs_root):
     first = helpers.only_run(runs_root, "binary")
     again = helpers.invoke("train", "--config", first / "config.toml", "--name", "again")
     helpers.assert_ok(again)
-    assert f"Data from {first / 'config.toml'}: {path}" in again.output
+    # The file as the user would type it: relative to the working folder (tmp_path here).
+    assert f"Data from {first / 'config.toml'}: p.csv (target Survived" in again.output
     second = next(p for p in helpers.run_folders(runs_root, "binary") if p.name.endswith("again"))
     fingerprints = [helpers.read_json(run / "run.json")["data"]["fingerprint"]
                     for run in (first, second)]
