@@ -45,6 +45,8 @@ Features = typer.Option(None, "--features", help="Use only these columns: COL,CO
 MaxCategories = typer.Option(None, "--max-categories", help="A text column keeps its N most "
                              "frequent values, the rest become (other) (default 50).")
 Target = typer.Option(None, "--target", help="Column to predict (--data).")
+DateColumn = typer.Option(None, "--date-column", help="timeseries: the column with each row's "
+                          "date or time (without it, rows are steps in file order).")
 PositiveClass = typer.Option(None, "--positive-class",
                              help="binary: one-vs-rest on this target value.")
 Dataset = typer.Option(None, "--dataset", help="A named dataset, e.g. mnist (downloads once).")
@@ -129,7 +131,7 @@ def show(
 
 
 def _source(data, dataset, target, positive_class, val_data=None, test_data=None, missing=None,
-            drop=(), features=None, max_categories=None):
+            drop=(), features=None, max_categories=None, date_column=None):
     from dlref.data import Source
 
     if data and dataset:
@@ -146,7 +148,7 @@ def _source(data, dataset, target, positive_class, val_data=None, test_data=None
             raise DlrefError("--features needs column names: --features COL,COL,...")
     return Source(data=data, dataset=dataset, target=target, positive_class=positive_class,
                   val_data=val_data, test_data=test_data, missing=missing, drop=tuple(drop),
-                  features=chosen, max_categories=max_categories)
+                  features=chosen, max_categories=max_categories, date_column=date_column)
 
 
 def _toml_value(value):
@@ -168,6 +170,7 @@ def train(
     drop: list[str] = DropColumns,
     features: str | None = Features,
     max_categories: int | None = MaxCategories,
+    date_column: str | None = DateColumn,
     config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
     set_: list[str] = SetItems,
@@ -203,12 +206,13 @@ def train(
         _refuse_with_resume(name=name, data=data, target=target, positive_class=positive_class,
                             dataset=dataset, val_data=val_data, test_data=test_data,
                             missing=missing, drop=drop, features=features,
-                            max_categories=max_categories, config=config, set=set_, seed=seed,
+                            max_categories=max_categories, date_column=date_column,
+                            config=config, set=set_, seed=seed,
                             name_=run_name, strategy=strategy != "default")
         run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs)
     else:
         source = _source(data, dataset, target, positive_class, val_data, test_data, missing,
-                         drop, features, max_categories)
+                         drop, features, max_categories, date_column)
         run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
                                  strategy=strategy, argv=sys.argv)
@@ -219,6 +223,7 @@ def train(
 def _refuse_with_resume(**given):
     """--resume continues a run with its own settings: any other option would be ignored."""
     flags = {"name": "a recipe name", "name_": "--name", "set": "--set",
+             "date_column": "--date-column",
              "positive_class": "--positive-class", "val_data": "--val-data",
              "test_data": "--test-data", "max_categories": "--max-categories"}
     named = [flags.get(key, f"--{key}") for key, value in given.items()
@@ -259,6 +264,7 @@ def tune(
     drop: list[str] = DropColumns,
     features: str | None = Features,
     max_categories: int | None = MaxCategories,
+    date_column: str | None = DateColumn,
     train_best: bool = typer.Option(False, "--train-best", help="After the search, train the "
                                     "best config into a normal run folder."),
     config: str | None = typer.Option(None, "--config", help="TOML config: the base of "
@@ -303,7 +309,7 @@ def tune(
     from dlref import tuning
 
     source = _source(data, dataset, target, positive_class, val_data, test_data, missing, drop,
-                      features, max_categories)
+                      features, max_categories, date_column)
     search = tuning.Search(algorithm=algorithm, objective=objective, max_epochs=max_epochs,
                            factor=factor, iterations=iterations, max_trials=max_trials)
     cluster = tuning.Cluster(role=role, oracle=oracle, worker_id=worker_id,
@@ -364,6 +370,8 @@ def predict(
     output: str | None = typer.Option(None, "--output", help="Where to write predictions "
                                          "(default: DATA with .predictions.csv)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    horizon: int | None = typer.Option(None, "--horizon", help="timeseries: forecast this "
+                                       "many steps after the file's last row (default 1)."),
     runs_dir: str | None = RunsDir,
 ):
     """Write predictions (and class probabilities) for new rows to a CSV.
@@ -373,7 +381,8 @@ def predict(
     from dlref import saved
     from dlref.text import plural
 
-    path, count = saved.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite)
+    path, count = saved.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite,
+                                    horizon=horizon)
     typer.echo(f"Wrote {plural(count, 'prediction')} to {path}")
 
 

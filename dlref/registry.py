@@ -18,6 +18,7 @@ RECIPES = {
     "regression": "dlref.recipes.regression",
     "binary": "dlref.recipes.binary",
     "multiclass": "dlref.recipes.multiclass",
+    "timeseries": "dlref.recipes.timeseries",
 }
 
 _IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE")

@@ -7,7 +7,8 @@ import numpy as np
 
 from dlref import io
 
-PREDICTORS = ("model", "trivial", "classical")
+# Table columns, in this order: the network, then its baselines (forecasts have three).
+PREDICTORS = ("model", "trivial", "persistence", "seasonal_naive", "classical")
 
 
 # --- Classical baseline ----------------------------------------------------------------------
@@ -33,9 +34,11 @@ def classical_outputs(data, seed):
 def metrics_table(metrics):
     """A short text table: metric | model | trivial | classical."""
     columns = [p for p in PREDICTORS if any(p in row for row in metrics.values())]
-    lines = [f"{'metric':<12}" + "".join(f"{c:>12}" for c in columns)]
+    widths = [max(12, len(c) + 2) for c in columns]
+    lines = [f"{'metric':<12}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))]
     for name, row in metrics.items():
-        lines.append(f"{name:<12}" + "".join(f"{_fmt(row.get(c)):>12}" for c in columns))
+        lines.append(f"{name:<12}" + "".join(f"{_fmt(row.get(c)):>{w}}"
+                                             for c, w in zip(columns, widths, strict=True)))
     return "\n".join(lines)
 
 
@@ -190,6 +193,24 @@ def confusion_matrix(y_true, predicted, classes, title="Confusion matrix (test s
             color = "white" if count > matrix.max() / 2 else "black"
             axis.text(column, row, str(count), ha="center", va="center", color=color,
                       fontsize=11 if len(classes) <= 5 else 8)
+    figure.tight_layout()
+    return figure
+
+
+def forecast(when, actual, forecasts, target):
+    """The test period: actual values and each predictor's one-step-ahead forecasts."""
+    figure, axis = _figure(9.0, 4.0)
+    axis.plot(when, actual, color="black", linewidth=2, label="actual")
+    styles = {"model": dict(linewidth=1.8), "persistence": dict(linestyle=":"),
+              "seasonal_naive": dict(linestyle="--"), "classical": dict(linestyle="-.")}
+    for name, values in forecasts.items():
+        label = "ARIMA" if name == "classical" else name.replace("_", " ")
+        axis.plot(when, values, label=label, **styles.get(name, {}))
+    mae = float(np.mean(np.abs(np.asarray(forecasts["model"]) - actual)))
+    axis.set(xlabel="time", ylabel=target,
+             title=f"One-step-ahead forecasts, test period (model MAE {_short(mae)})")
+    axis.legend(loc="best", fontsize=8)
+    figure.autofmt_xdate()
     figure.tight_layout()
     return figure
 

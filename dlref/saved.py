@@ -41,7 +41,7 @@ def finish(module, config, data, model, run_dir):
         test={"metric": headline, "value": result["metrics"][headline]["model"]},
         metrics=result["metrics"],
     )
-    _print_summary(run_dir, result)
+    _print_summary(run_dir, result, getattr(module, "BASELINES", None))
 
 
 def _save_reports(module, data, model, run_dir, result, history, kept, classical):
@@ -87,10 +87,11 @@ def classical_scores(module, data, seed=None, outputs=None):
     return module.score(data.test[1], outputs, {**data.meta, "threshold": 0.5})
 
 
-def _print_summary(run_dir, result):
+def _print_summary(run_dir, result, baselines=None):
     from dlref import reports
 
-    print("\nTest metrics (trivial = constant predictor; classical = HistGradientBoosting):")
+    baselines = baselines or "trivial = constant predictor; classical = HistGradientBoosting"
+    print(f"\nTest metrics ({baselines}):")
     print(reports.metrics_table(result["metrics"]))
     if result.get("report"):
         print("\n" + result["report"].rstrip())
@@ -198,13 +199,20 @@ def evaluate_run(ref, runs_dir=None, data_path=None):
     return run_dir, result
 
 
-def predict_run(ref, data_path, output=None, runs_dir=None, overwrite=False):
-    """Writes predictions for a CSV of new rows; returns the output path and row count."""
-    _, _, module, model, meta = open_run(ref, runs_dir)
+def predict_run(ref, data_path, output=None, runs_dir=None, overwrite=False, horizon=None):
+    """Writes predictions for a CSV of new rows (a forecast after a series' history, for
+    timeseries); returns the output path and row count."""
+    import inspect
+
+    _, manifest, module, model, meta = open_run(ref, runs_dir)
+    options = {"horizon": horizon} if horizon is not None else {}
+    if options and "horizon" not in inspect.signature(module.predict).parameters:
+        raise DlrefError(f"--horizon goes with the timeseries recipe; {ref} is a "
+                         f"{manifest['recipe']} run.")
     output = Path(output) if output else Path(data_path).with_suffix(".predictions.csv")
     if output.exists() and not overwrite:
         raise DlrefError(f"{output} exists; choose another --output or pass --overwrite.")
-    frame = module.predict(model, meta, data_path)
+    frame = module.predict(model, meta, data_path, **options)
     with io.atomic_path(output, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     return output, len(frame)

@@ -20,6 +20,7 @@ RECIPE_PLOTS = {
     "regression": "predicted_vs_actual",
     "binary": "roc_curve",
     "multiclass": "confusion_matrix",
+    "timeseries": "forecast",
 }
 
 

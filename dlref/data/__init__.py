@@ -21,6 +21,7 @@ class Source:
         drop: columns to leave out.
         features: the only feature columns to use (None: every usable column).
         max_categories: a text column keeps its most frequent values, the rest become "other".
+        date_column: for a time series: the column with each row's date or time.
     """
 
     data: str | None = None
@@ -33,6 +34,7 @@ class Source:
     drop: tuple = ()
     features: tuple | None = None
     max_categories: int | None = None
+    date_column: str | None = None
 
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.
@@ -80,6 +82,7 @@ class Source:
         options += [f"--drop {', '.join(self.drop)}"] if self.drop else []
         options += [f"--features {','.join(self.features)}"] if self.features else []
         options += [f"--max-categories {self.max_categories}"] if self.max_categories else []
+        options += [f"--date-column {self.date_column}"] if self.date_column else []
         return f"{where} ({'; '.join(options)})" if options else str(where)
 
     def short(self):
@@ -107,3 +110,4 @@ class Dataset:
     classical: dict = dataclasses.field(default_factory=dict)
     notes: list = dataclasses.field(default_factory=list)
     warnings: list = dataclasses.field(default_factory=list)
+    extra: dict = dataclasses.field(default_factory=dict)  # For evaluate and plots; not saved.

@@ -22,8 +22,17 @@ def check_dense_config(config):
         raise DlrefError(f"hidden_units must be positive layer widths, got {config.hidden_units}.")
     if not 0 <= config.dropout_rate < 1:
         raise DlrefError(f"dropout_rate must be in [0, 1), got {config.dropout_rate}.")
-    if config.l2 < 0 or config.learning_rate <= 0:
-        raise DlrefError("l2 must be >= 0 and learning_rate > 0.")
+    if config.l2 < 0:
+        raise DlrefError(f"l2 must be >= 0, got {config.l2}.")
+    check_training(config)
+
+
+def check_training(config):
+    """The settings every recipe trained by the shared loop has: step size, batches, epochs."""
+    if not 0 <= getattr(config, "dropout_rate", 0) < 1:
+        raise DlrefError(f"dropout_rate must be in [0, 1), got {config.dropout_rate}.")
+    if config.learning_rate <= 0:
+        raise DlrefError(f"learning_rate must be above 0, got {config.learning_rate}.")
     if config.batch_size < 1 or config.epochs < 1:
         raise DlrefError("batch_size and epochs must be at least 1.")
     if config.optimizer not in OPTIMIZERS:

@@ -1,0 +1,278 @@
+"""One numeric series over time (chapter 9): read, checked, split by time, and windowed.
+
+A series comes from a table (`--data FILE --target COLUMN [--date-column COLUMN]`) or from the
+built-in default, the Mauna Loa CO2 record that ships with statsmodels (monthly means of the
+weekly measurements, 1958-2001, 526 months). Dates are parsed and sorted; unparseable dates,
+duplicate timestamps and text in the value column are refused with the rows named; missing
+timestamps of a regular series and missing values are filled by linear interpolation, with a
+notice. Splits are by time, never shuffled across a boundary: train, then validation, then
+test. The book's pipeline follows: difference the series, scale the changes to [-1, 1] with the
+training period's range only, and cut lagged windows whose target is the next change.
+"""
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+
+from dlref.data import Dataset
+from dlref.data.tables import read_table
+from dlref.errors import DlrefError
+from dlref.text import listing, plural, shown_path
+
+BUILTIN = "co2"
+# Season length by the pandas frequency's leading letters (seasonal naive, classical model).
+SEASONS = {"A": 1, "Y": 1, "Q": 4, "BQ": 4, "M": 12, "MS": 12, "BM": 12, "BMS": 12, "W": 52,
+           "D": 7, "B": 5, "h": 24, "H": 24}
+
+
+@dataclasses.dataclass
+class Series:
+    """Values in time order, their dates (None: row order only), and what reading found."""
+
+    values: np.ndarray
+    dates: pd.DatetimeIndex | None
+    name: str
+    where: str
+    frequency: str | None = None
+    notes: list = dataclasses.field(default_factory=list)
+    added_timestamps: int = 0  # Missing timestamps of a regular series, now gaps.
+
+
+# --- Reading -------------------------------------------------------------------------------------
+
+
+def read(source):
+    """The series of `source` (--data/--target/--date-column), or the built-in CO2 record."""
+    if source.dataset:
+        raise DlrefError(f"No named dataset {source.dataset!r} for time series; give --data "
+                         "FILE --target COLUMN, or nothing for the built-in CO2 series.")
+    tabular = {"--val-data": source.val_data, "--test-data": source.test_data,
+               "--missing": source.missing, "--drop": source.drop, "--features": source.features,
+               "--positive-class": source.positive_class,
+               "--max-categories": source.max_categories}
+    given = [flag for flag, value in tabular.items() if value]
+    if given:
+        raise DlrefError(f"{', '.join(given)} go with tables, not with a time series: it is "
+                         "split by time (--set test_fraction=F) and gaps are interpolated.")
+    if not source.data:
+        return _fill_values(_builtin())
+    if not source.target:
+        raise DlrefError("Name the column to forecast: --target COLUMN (and --date-column "
+                         "COLUMN for its dates).")
+    frame, notes = read_table(source.data)
+    where = shown_path(source.data)
+    for column in [source.target] + ([source.date_column] if source.date_column else []):
+        if column not in frame.columns:
+            raise DlrefError(f"{where} has no column {column!r}. Columns: "
+                             f"{listing(frame.columns, 20)}.")
+    values = _numbers(frame[source.target], where)
+    dates = _dates(frame[source.date_column], where) if source.date_column else None
+    by = f" by {source.date_column!r}" if source.date_column else ""
+    notes = [f"Data: {where}, target {source.target!r}{by}: forecast"] + list(notes)
+    series = Series(values, dates, source.target, where, notes=notes)
+    if dates is None:
+        series.notes.append("No --date-column: the rows are taken in file order, one step each.")
+        return _fill_values(series)
+    return _fill_values(_regular(_sorted(series)))
+
+
+def _builtin():
+    import statsmodels.api as sm
+
+    weekly = sm.datasets.co2.load_pandas().data["co2"]
+    monthly = weekly.resample("MS").mean()
+    return Series(monthly.to_numpy(dtype="float64"), monthly.index, "co2", "co2 (built-in)",
+                  frequency="MS", notes=["Data: co2 (built-in): Mauna Loa CO2 in ppm, monthly "
+                                         "means of weekly measurements, 1958-2001."])
+
+
+def _numbers(column, where):
+    values = pd.to_numeric(column, errors="coerce")
+    bad = values.isna() & column.notna()
+    if bad.any():
+        rows = np.flatnonzero(bad.to_numpy())
+        raise DlrefError(
+            f"{where}: column {column.name!r} holds text where numbers belong in "
+            f"{plural(len(rows), 'row')} (file lines {_lines(rows)}; e.g. "
+            f"{column.iloc[rows[0]]!r}). A series needs a number (or nothing) on every row.")
+    return values.to_numpy(dtype="float64")
+
+
+def _dates(column, where):
+    numbers = pd.to_numeric(column, errors="coerce")
+    if numbers.notna().all() and (numbers % 1 == 0).all() and numbers.between(1000, 2999).all():
+        # A year column (1700, 1701, ...): pandas would read the numbers as nanoseconds.
+        return pd.DatetimeIndex(pd.to_datetime(numbers.astype(int).astype(str), format="%Y"))
+    parsed = pd.to_datetime(column, errors="coerce", format="mixed")
+    bad = parsed.isna() & column.notna()
+    if bad.any() or parsed.isna().all():
+        rows = np.flatnonzero((bad | parsed.isna()).to_numpy())
+        raise DlrefError(
+            f"{where}: column {column.name!r} has dates pandas cannot read in "
+            f"{plural(len(rows), 'row')} (file lines {_lines(rows)}; e.g. "
+            f"{column.iloc[rows[0]]!r}). Write them as YYYY-MM-DD (or with a time).")
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert(None)
+    return pd.DatetimeIndex(parsed)
+
+
+def _lines(rows):
+    return ", ".join(str(r + 2) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+
+
+def _sorted(series):
+    order = np.argsort(series.dates.to_numpy(), kind="stable")
+    if np.any(order != np.arange(len(order))):
+        series.notes.append("Rows sorted by date.")
+    dates, values = series.dates[order], series.values[order]
+    duplicated = dates.duplicated(keep=False)
+    if duplicated.any():
+        shown = listing(sorted({str(d) for d in dates[duplicated]}), 5)
+        raise DlrefError(f"{series.where}: {plural(int(duplicated.sum()), 'row')} share a "
+                         f"timestamp ({shown}). Keep one row per time (or aggregate them, e.g. "
+                         "a daily sum) and try again.")
+    return dataclasses.replace(series, dates=dates, values=values)
+
+
+def _regular(series):
+    """Missing timestamps of a regular series become gaps (filled later); an irregular series
+    is taken as a sequence of steps, with a warning."""
+    frequency = pd.infer_freq(series.dates) if len(series.dates) >= 3 else None
+    if frequency is None and len(series.dates) >= 3:
+        frequency = _frequency_with_gaps(series.dates)
+    if frequency is None:
+        series.notes.append("The dates are irregular: each row is taken as one step.")
+        return series
+    full = pd.date_range(series.dates[0], series.dates[-1], freq=frequency)
+    missing = len(full) - len(series.dates)
+    if missing > 0 and full.isin(series.dates).sum() == len(series.dates):
+        values = pd.Series(series.values, index=series.dates).reindex(full).to_numpy()
+        return dataclasses.replace(series, values=values, dates=full, frequency=frequency,
+                                   added_timestamps=missing)
+    return dataclasses.replace(series, frequency=frequency)
+
+
+def _frequency_with_gaps(dates):
+    """The frequency of a regular series with some timestamps missing, or None."""
+    steps = pd.Series(dates[1:] - dates[:-1])
+    for frequency in ("MS", "ME", "QS", "QE", "YS", "YE", "W", "D", "h", "min"):
+        try:
+            full = pd.date_range(dates[0], dates[-1], freq=frequency)
+        except ValueError:
+            continue
+        if full.isin(dates).sum() == len(dates) and len(full) <= 2 * len(dates):
+            return frequency
+    return None if steps.nunique() > 1 else pd.tseries.frequencies.to_offset(steps[0]).freqstr
+
+
+def _fill_values(series):
+    values = pd.Series(series.values)
+    gaps = int(values.isna().sum())
+    if gaps == len(values):
+        raise DlrefError(f"{series.where}: column {series.name!r} has no values.")
+    if gaps:
+        values = values.interpolate(limit_direction="both")
+        added = series.added_timestamps
+        parts = [plural(added, "missing timestamp")] if added else []
+        parts += [plural(gaps - added, "empty value")] if gaps > added else []
+        series.notes.append(f"Missing values: {plural(gaps, 'gap')} in {series.name!r} "
+                            f"({' and '.join(parts)}) filled by linear interpolation.")
+    return dataclasses.replace(series, values=values.to_numpy(dtype="float64"))
+
+
+def season_of(series, override=0):
+    """Season length in steps: `override` when set, else from the frequency (1: none)."""
+    if override:
+        return int(override)
+    if not series.frequency:
+        return 1
+    letters = "".join(c for c in pd.tseries.frequencies.to_offset(series.frequency).name
+                      if c.isalpha()).split("-")[0]
+    return SEASONS.get(letters, SEASONS.get(letters[:1], 1))
+
+
+# --- Splits and windows --------------------------------------------------------------------------
+
+
+def prepare(series, window, val_fraction, test_fraction, season=0):
+    """Differenced, scaled windows split by time; meta holds what a forecast needs later.
+
+    Step t's target is the change from t-1 to t, its input the `window` changes before it, so
+    the first forecastable step is window + 1. Every split keeps its own targets; a window may
+    reach back into the split before it (those values are history, not answers).
+    """
+    count = len(series.values)
+    if count < window + 8:
+        raise DlrefError(f"{series.where}: {plural(count, 'value')} in {series.name!r}, too "
+                         f"few for windows of {window} (need at least {window + 8}). Lower "
+                         "window (--set window=N) or give a longer series.")
+    changes = np.diff(series.values)
+    steps = np.arange(window, len(changes))  # Index into changes; level index is step + 1.
+    test_size = max(1, round(len(steps) * test_fraction))
+    val_size = max(1, round(len(steps) * val_fraction))
+    train_steps = steps[:len(steps) - test_size - val_size]
+    low, high = _range(changes[:train_steps[-1] + 1])
+    scaled = scale(changes, low, high)
+    splits = {name: part for name, part in zip(
+        ("train", "val", "test"), np.split(steps, [len(train_steps), len(steps) - test_size]),
+        strict=True)}
+    arrays = {name: windows(scaled, part, window) for name, part in splits.items()}
+    meta = _meta(series, window, low, high, season_of(series, season), splits)
+    extra = {"values": series.values, "dates": series.dates, "steps": splits}
+    every = (f"Frequency: {series.frequency}" if series.frequency
+             else "Frequency: none (one row, one step)")
+    lines = [_rows_line(series, splits), f"{every}; season {meta['season']} steps "
+             f"({'--set season=N to change it' if not season else 'from --set season'})."]
+    return Dataset(train=arrays["train"], val=arrays["val"], test=arrays["test"], meta=meta,
+                   fingerprint=_fingerprint(series, window, val_fraction, test_fraction),
+                   notes=series.notes + lines, extra=extra)
+
+
+def _range(changes):
+    low, high = float(np.min(changes)), float(np.max(changes))
+    return (low, high) if high > low else (low - 1.0, high + 1.0)
+
+
+def scale(changes, low, high):
+    return (2 * (changes - low) / (high - low) - 1).astype("float32")
+
+
+def unscale(scaled, meta):
+    low, high = meta["scaler"]["low"], meta["scaler"]["high"]
+    return (np.asarray(scaled, dtype="float64") + 1) * (high - low) / 2 + low
+
+
+def windows(scaled, steps, window):
+    x = np.stack([scaled[s - window:s] for s in steps])[..., None] if len(steps) else \
+        np.zeros((0, window, 1), "float32")
+    return x.astype("float32"), scaled[steps].astype("float32")
+
+
+def _meta(series, window, low, high, season, splits):
+    last = series.dates[-1].isoformat() if series.dates is not None else None
+    return {"task": "forecast", "target": series.name, "window": window, "season": season,
+            "scaler": {"low": low, "high": high}, "frequency": series.frequency,
+            "last_date": last, "source": series.where,
+            "test_start": _when(series, int(splits["test"][0]) + 1)}
+
+
+def _when(series, index):
+    return str(series.dates[index].date()) if series.dates is not None else f"step {index}"
+
+
+def _rows_line(series, splits):
+    sizes = {name: len(part) for name, part in splits.items()}
+    return (f"Rows: {len(series.values):,} values -> windows: train {sizes['train']:,}, "
+            f"validation {sizes['val']:,}, test {sizes['test']:,} (split by time; the test "
+            f"period starts at {_when(series, int(splits['test'][0]) + 1)})")
+
+
+def _fingerprint(series, window, val_fraction, test_fraction):
+    digest = hashlib.sha256(np.ascontiguousarray(series.values).tobytes())
+    if series.dates is not None:
+        digest.update(series.dates.asi8.tobytes())
+    digest.update(json.dumps([window, val_fraction, test_fraction]).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,159 @@
+"""The timeseries recipe (chapter 9): reading a messy series, splitting by time, the baselines,
+the forecast plot, predict --horizon, evaluate --data and the refusals. Tiny series, 1 epoch."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import helpers
+from dlref.data import Source, series
+from dlref.errors import DlrefError
+
+
+def _daily(path, days=120, drop=(), blank=(), delimiter=",", shuffle_head=False, seed=0):
+    """A daily series with a weekly cycle and a trend, a stray column, some rows left out
+    (missing timestamps) and some values left empty."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(days):
+        if i in drop:
+            continue
+        value = 50 + 0.1 * i + 5 * np.sin(2 * np.pi * i / 7) + rng.normal(0, 0.5)
+        day = (dt.date(2024, 1, 1) + dt.timedelta(days=i)).isoformat()
+        rows.append([day, "" if i in blank else f"{value:.3f}", "store-1"])
+    if shuffle_head:
+        rows[:10] = rows[:10][::-1]
+    return helpers.write_csv(path, ["day", "sales", "store"], rows, delimiter=delimiter)
+
+
+def _train(data, *extra, epochs=1):
+    return helpers.invoke("train", "timeseries", "--data", data, "--target", "sales",
+                          "--date-column", "day", "--epochs", epochs, "--set", "window=5",
+                          *extra)
+
+
+# --- Reading -------------------------------------------------------------------------------------
+
+
+def test_a_messy_series_is_sorted_regularised_and_filled(tmp_path):
+    path = _daily(tmp_path / "s.csv", drop=(20, 21, 50), blank=(7, 8), delimiter=";",
+                  shuffle_head=True)
+    found = series.read(Source(data=str(path), target="sales", date_column="day"))
+    assert found.frequency == "D" and len(found.values) == 120
+    assert found.dates.is_monotonic_increasing and not np.isnan(found.values).any()
+    notes = " ".join(found.notes)
+    assert "Rows sorted by date" in notes
+    assert "5 gaps in 'sales' (3 missing timestamps and 2 empty values)" in notes
+    # The gap is filled on the line between its neighbours.
+    assert found.values[20] == pytest.approx(found.values[19] + (found.values[22]
+                                                                 - found.values[19]) / 3)
+    assert series.season_of(found) == 7 and series.season_of(found, 12) == 12
+
+
+def test_splits_follow_time_and_the_scaler_sees_the_training_period_only(tmp_path):
+    found = series.read(Source(data=str(_daily(tmp_path / "s.csv", days=200)), target="sales",
+                               date_column="day"))
+    data = series.prepare(found, window=5, val_fraction=0.2, test_fraction=0.2)
+    steps = data.extra["steps"]
+    assert steps["train"][-1] < steps["val"][0] and steps["val"][-1] < steps["test"][0]
+    assert len(steps["test"]) == len(data.test[1]) == round(194 * 0.2)
+    training_changes = np.diff(found.values)[:steps["train"][-1] + 1]
+    assert data.meta["scaler"] == {"low": training_changes.min(), "high": training_changes.max()}
+    # Each window holds the changes just before its target, scaled to [-1, 1] in training.
+    x, y = data.train
+    assert x.shape == (len(steps["train"]), 5, 1) and -1 <= x.min() and x.max() <= 1
+    assert y[3] == pytest.approx(x[4, -1, 0])
+
+
+# --- Training, evaluation, prediction ------------------------------------------------------------
+
+
+def test_train_reports_every_baseline_and_draws_them(tmp_path, runs_root):
+    path = _daily(tmp_path / "s.csv", drop=(30,), blank=(12,))
+    result = _train(path, "--name", "shop")
+    helpers.assert_ok(result)
+    assert "persistence = last value" in result.output
+    assert "15 missing timestamp" not in result.output and "1 missing timestamp" in result.output
+    run_dir = helpers.only_run(runs_root, "timeseries")
+    metrics = helpers.read_json(run_dir / "metrics.json")["metrics"]
+    assert set(metrics) == {"rmse", "mae", "mape"}
+    assert set(metrics["mae"]) == {"model", "persistence", "seasonal_naive", "classical"}
+    # Persistence on the test period, recomputed by hand from the filled series.
+    found = series.read(Source(data=str(path), target="sales", date_column="day"))
+    data = series.prepare(found, 5, 0.15, 0.15)
+    steps = data.extra["steps"]["test"]
+    expected = np.mean(np.abs(found.values[steps + 1] - found.values[steps]))
+    assert metrics["mae"]["persistence"] == pytest.approx(expected)
+    assert (run_dir / "plots" / "forecast.png").is_file()
+
+
+def test_forecast_plot_draws_actual_and_each_predictor():
+    from matplotlib import pyplot
+
+    from dlref import reports
+
+    when = pd.date_range("2024-01-01", periods=4, freq="D")
+    actual = np.array([1.0, 2.0, 3.0, 4.0])
+    figure = reports.forecast(when, actual, {"model": actual + 0.5, "persistence": actual - 1,
+                                             "classical": actual}, "sales")
+    try:
+        labels = [line.get_label() for line in figure.axes[0].lines]
+        assert labels == ["actual", "model", "persistence", "ARIMA"]
+        assert "model MAE 0.5" in figure.axes[0].get_title()
+    finally:
+        pyplot.close(figure)
+
+
+def test_predict_a_horizon_and_evaluate_another_file(tmp_path, runs_root):
+    helpers.assert_ok(_train(_daily(tmp_path / "s.csv"), "--name", "shop"))
+    recent = _daily(tmp_path / "recent.csv", days=140, seed=1)
+    result = helpers.invoke("predict", "shop", "--data", recent, "--horizon", 3)
+    helpers.assert_ok(result)
+    assert "Wrote 3 predictions" in result.output
+    frame = pd.read_csv(tmp_path / "recent.predictions.csv")
+    assert list(frame.columns) == ["day", "forecast_sales"]
+    assert list(frame["day"]) == ["2024-05-20", "2024-05-21", "2024-05-22"]
+    assert frame["forecast_sales"].between(40, 80).all()
+    evaluated = helpers.invoke("evaluate", "shop", "--data", recent, "--json")
+    helpers.assert_ok(evaluated)
+    assert '"persistence"' in evaluated.output and '"classical"' not in evaluated.output
+
+
+# --- Refusals ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lines, words", [
+    ("day,sales\n2024-01-01,1\n2024-01-02,2\n", ["2 values", "too few for windows of 5"]),
+    ("day,sales\n2024-01-01,1\n2024-01-02,abc\n", ["holds text", "file lines 3", "'abc'"]),
+    ("day,sales\n2024-01-01,1\nsoon,2\n", ["dates pandas cannot read", "'soon'"]),
+    ("day,sales\n2024-01-01,1\n2024-01-01,2\n", ["share a timestamp", "aggregate"]),
+    ("day,price\n2024-01-01,1\n", ["no column 'sales'", "day, price"]),
+    ("day,sales\n2024-01-01,\n2024-01-02,\n", ["has no values"]),
+])
+def test_bad_series_are_refused(lines, words, tmp_path, runs_root):
+    path = tmp_path / "bad.csv"
+    path.write_text(lines)
+    helpers.assert_user_error(_train(path), *words)
+    assert helpers.run_folders(runs_root) == []
+
+
+@pytest.mark.parametrize("option", [["--drop", "store"], ["--val-data", "x.csv"],
+                                    ["--missing", "drop"], ["--positive-class", "a"]])
+def test_table_options_are_refused_for_a_series(option, tmp_path):
+    helpers.assert_user_error(_train(_daily(tmp_path / "s.csv"), *option), "go with tables")
+
+
+def test_series_options_are_refused_elsewhere(trained, tmp_path):
+    result = helpers.invoke("train", "regression", "--data", trained["regression"]["data"],
+                            "--target", "y", "--date-column", "day")
+    helpers.assert_user_error(result, "--date-column goes with the timeseries recipe")
+    result = helpers.invoke("predict", trained["binary"]["run"], "--data",
+                            trained["binary"]["data"], "--horizon", 2, "--runs-dir",
+                            trained["binary"]["root"])
+    helpers.assert_user_error(result, "--horizon goes with the timeseries recipe")
+    with pytest.raises(DlrefError, match="--horizon must be at least 1"):
+        from dlref.recipes import timeseries
+
+        timeseries.predict(None, {"window": 5, "target": "sales"}, "x.csv", horizon=0)
