@@ -16,25 +16,9 @@ import numpy as np
 
 from dlref import io
 from dlref.errors import DlrefError
+from dlref.metrics import roc_auc
 from dlref.resumable import (AtomicBackup, EpochSeeds, HistoryCsv, ResumableEarlyStopping,
                              best_value)
-
-
-def roc_auc(y_true, scores):
-    """sklearn's ROC-AUC; one-vs-rest macro over the classes present for multiclass scores."""
-    from sklearn.metrics import roc_auc_score
-
-    y_true = np.asarray(y_true).astype(int).ravel()
-    scores = np.asarray(scores)
-    if scores.ndim == 1 or scores.shape[1] == 1:
-        scores = scores.reshape(-1)
-        return float(roc_auc_score(y_true, scores)) if len(set(y_true)) == 2 else math.nan
-    per_class = [
-        roc_auc_score(y_true == k, scores[:, k])
-        for k in range(scores.shape[1])
-        if 0 < np.sum(y_true == k) < len(y_true)
-    ]
-    return float(np.mean(per_class)) if per_class else math.nan
 
 
 class RocAuc(keras.callbacks.Callback):

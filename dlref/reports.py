@@ -155,7 +155,7 @@ def roc_curve(y_true, scores, positive_class, classical=None):
     """The model's ROC curve, the classical baseline's (given its scores) and chance."""
     from sklearn import metrics
 
-    from dlref.callbacks import roc_auc
+    from dlref.metrics import roc_auc
 
     figure, axis = _figure()
     curves = {"model": scores, **({CLASSICAL: classical} if classical is not None else {})}

@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 import helpers
 from dlref import callbacks as cb
+from dlref import metrics
 from dlref import resumable
 from dlref.errors import DlrefError
 from dlref.interrupts import StopRequests
@@ -117,13 +118,13 @@ def test_multiclass_roc_auc_is_one_vs_rest_macro(tmp_path):
 
 
 def test_roc_auc_helper_edge_cases():
-    assert math.isnan(cb.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))  # One class: undefined.
-    assert cb.roc_auc([0, 1, 0, 1], [[0.1], [0.9], [0.4], [0.3]]) == pytest.approx(0.75)
+    assert math.isnan(metrics.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))  # One class: undefined.
+    assert metrics.roc_auc([0, 1, 0, 1], [[0.1], [0.9], [0.4], [0.3]]) == pytest.approx(0.75)
     # A class absent from the labels is left out of the macro average (sklearn would raise).
     y = np.array([0, 0, 1, 1])
     scores = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])
     expected = np.mean([roc_auc_score(y == k, scores[:, k]) for k in (0, 1)])
-    assert cb.roc_auc(y, scores) == pytest.approx(expected)
+    assert metrics.roc_auc(y, scores) == pytest.approx(expected)
 
 
 def test_make_callbacks_order(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 import helpers
 from dlref import config as configlib
 from dlref import registry
-from dlref.callbacks import roc_auc
+from dlref.metrics import roc_auc
 from dlref import resumable
 from dlref.resumable import read_history
 from dlref.data import Source

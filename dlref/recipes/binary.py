@@ -101,7 +101,7 @@ def _f1(y_true, predicted):
 def score(y_true, outputs, meta):
     from sklearn import metrics
 
-    from dlref.callbacks import roc_auc
+    from dlref.metrics import roc_auc
 
     probability = np.clip(np.asarray(outputs, dtype="float64").reshape(-1), 1e-7, 1 - 1e-7)
     predicted = probability >= meta.get("threshold", 0.5)

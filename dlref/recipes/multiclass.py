@@ -88,7 +88,7 @@ def search_space(hp, config):
 def score(y_true, outputs, meta):
     from sklearn import metrics
 
-    from dlref.callbacks import roc_auc
+    from dlref.metrics import roc_auc
 
     probabilities = np.asarray(outputs, dtype="float64")
     probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 rounding

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from dlref import metrics
 from dlref.data import series as serieslib
 from dlref.errors import DlrefError
 from dlref.recipes import common
@@ -146,22 +147,11 @@ def _arima(values, steps, season):
         return whole.get_prediction(start=steps[0] + 1, end=steps[-1] + 1).predicted_mean
 
 
-def forecast_errors(actual, predicted):
-    errors = np.asarray(predicted) - actual
-    nonzero = actual != 0
-    return {
-        "rmse": float(np.sqrt(np.mean(errors ** 2))),
-        "mae": float(np.mean(np.abs(errors))),
-        "mape": float(np.mean(np.abs(errors[nonzero] / actual[nonzero])) * 100)
-        if nonzero.any() else float("nan"),
-    }
-
-
 def evaluate(model, data):
     found, actual = forecasts(model, data)
     table = {}
     for predictor, predicted in found.items():
-        for metric, value in forecast_errors(actual, predicted).items():
+        for metric, value in metrics.forecast_errors(actual, predicted).items():
             table.setdefault(metric, {})[predictor] = value
     steps, dates = data.extra["steps"]["test"], data.extra["dates"]
     start = str(dates[steps[0] + 1].date()) if dates is not None else f"step {steps[0] + 1}"
