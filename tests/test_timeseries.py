@@ -157,3 +157,18 @@ def test_series_options_are_refused_elsewhere(trained, tmp_path):
         from dlref.recipes import timeseries
 
         timeseries.predict(None, {"window": 5, "target": "sales"}, "x.csv", horizon=0)
+
+
+def test_the_test_period_can_start_at_a_date(tmp_path):
+    found = series.read(Source(data=str(_daily(tmp_path / "s.csv", days=200)), target="sales",
+                               date_column="day"))
+    data = series.prepare(found, 5, 0.15, 0.15, test_start="2024-06-01")
+    first = data.extra["steps"]["test"][0] + 1
+    assert str(found.dates[first].date()) == "2024-06-01"
+    assert data.meta["test_start"] == "2024-06-01"
+    for start, words in [("2030-01-01", "leaves no test period"), ("soon", "is not a date")]:
+        with pytest.raises(DlrefError, match=words):
+            series.prepare(found, 5, 0.15, 0.15, test_start=start)
+    undated = series.Series(found.values, None, "sales", "s.csv")
+    with pytest.raises(DlrefError, match="give --date-column"):
+        series.prepare(undated, 5, 0.15, 0.15, test_start="2024-06-01")

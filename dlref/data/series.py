@@ -197,12 +197,15 @@ def season_of(series, override=0):
 # --- Splits and windows --------------------------------------------------------------------------
 
 
-def prepare(series, window, val_fraction, test_fraction, season=0):
+def prepare(series, window, val_fraction, test_fraction, season=0, test_start=""):
     """Differenced, scaled windows split by time; meta holds what a forecast needs later.
 
     Step t's target is the change from t-1 to t, its input the `window` changes before it, so
     the first forecastable step is window + 1. Every split keeps its own targets; a window may
     reach back into the split before it (those values are history, not answers).
+
+    Args:
+        test_start: a date: the test period starts there (instead of `test_fraction`).
     """
     count = len(series.values)
     if count < window + 8:
@@ -211,14 +214,18 @@ def prepare(series, window, val_fraction, test_fraction, season=0):
                          "window (--set window=N) or give a longer series.")
     changes = np.diff(series.values)
     steps = np.arange(window, len(changes))  # Index into changes; level index is step + 1.
-    test_size = max(1, round(len(steps) * test_fraction))
-    val_size = max(1, round(len(steps) * val_fraction))
-    train_steps = steps[:len(steps) - test_size - val_size]
-    low, high = _range(changes[:train_steps[-1] + 1])
+    test_size = (_test_size_from(series, steps, test_start) if test_start
+                 else max(1, round(len(steps) * test_fraction)))
+    val_size = max(1, round((len(steps) - test_size) * val_fraction / (1 - test_fraction)))
+    train_size = len(steps) - test_size - val_size
+    if train_size < 2:
+        raise DlrefError(f"{series.where}: only {plural(max(train_size, 0), 'window')} left "
+                         "to train on before the validation and test periods. Give a longer "
+                         "series, or a later test_start / smaller fractions.")
+    low, high = _range(changes[:steps[train_size - 1] + 1])
     scaled = scale(changes, low, high)
-    splits = {name: part for name, part in zip(
-        ("train", "val", "test"), np.split(steps, [len(train_steps), len(steps) - test_size]),
-        strict=True)}
+    splits = dict(zip(("train", "val", "test"),
+                      np.split(steps, [train_size, len(steps) - test_size]), strict=True))
     arrays = {name: windows(scaled, part, window) for name, part in splits.items()}
     meta = _meta(series, window, low, high, season_of(series, season), splits)
     extra = {"values": series.values, "dates": series.dates, "steps": splits}
@@ -226,9 +233,27 @@ def prepare(series, window, val_fraction, test_fraction, season=0):
              else "Frequency: none (one row, one step)")
     lines = [_rows_line(series, splits), f"{every}; season {meta['season']} steps "
              f"({'--set season=N to change it' if not season else 'from --set season'})."]
+    shaping = [window, val_fraction, test_start or test_fraction]
     return Dataset(train=arrays["train"], val=arrays["val"], test=arrays["test"], meta=meta,
-                   fingerprint=_fingerprint(series, window, val_fraction, test_fraction),
-                   notes=series.notes + lines, extra=extra)
+                   fingerprint=_fingerprint(series, shaping), notes=series.notes + lines,
+                   extra=extra)
+
+
+def _test_size_from(series, steps, test_start):
+    """How many forecast steps lie on or after `test_start` (a date)."""
+    if series.dates is None:
+        raise DlrefError("test_start is a date, and this series has none: give --date-column, "
+                         "or split by share with --set test_fraction=F.")
+    try:
+        start = pd.Timestamp(test_start)
+    except ValueError:
+        raise DlrefError(f"test_start {test_start!r} is not a date (write YYYY-MM-DD).") from None
+    size = int(np.sum(series.dates[steps + 1] >= start))
+    if not 0 < size < len(steps):
+        raise DlrefError(f"test_start {test_start} leaves no test period or nothing before "
+                         f"it: the series' forecastable dates run from "
+                         f"{series.dates[steps[0] + 1].date()} to {series.dates[-1].date()}.")
+    return size
 
 
 def _range(changes):
@@ -270,9 +295,9 @@ def _rows_line(series, splits):
             f"period starts at {_when(series, int(splits['test'][0]) + 1)})")
 
 
-def _fingerprint(series, window, val_fraction, test_fraction):
+def _fingerprint(series, shaping):
     digest = hashlib.sha256(np.ascontiguousarray(series.values).tobytes())
     if series.dates is not None:
         digest.update(series.dates.asi8.tobytes())
-    digest.update(json.dumps([window, val_fraction, test_fraction]).encode())
+    digest.update(json.dumps(shaping).encode())
     return digest.hexdigest()[:16]

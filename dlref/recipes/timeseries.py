@@ -50,6 +50,7 @@ class Config:
     season: int = 0  # steps per season for seasonal naive and ARIMA (0 = from the frequency)
     val_fraction: float = 0.15  # share of windows, after the training period, for validation
     test_fraction: float = 0.15  # share of windows, at the end, for the test period
+    test_start: str = ""  # or a date (YYYY-MM-DD) where the test period starts
     seed: int = 42  # seeds the weights and the order of the windows
 
 
@@ -72,7 +73,7 @@ def load_data(config, source):
     check_config(config)
     found = serieslib.read(source)
     data = serieslib.prepare(found, config.window, config.val_fraction, config.test_fraction,
-                             config.season)
+                             config.season, config.test_start)
     data.meta["date_column"] = source.date_column
     return data
 
