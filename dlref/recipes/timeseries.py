@@ -118,7 +118,10 @@ def loss_label(meta):
 
 
 def forecasts(model, data, split="test"):
-    """{predictor: one-step-ahead forecasts} and the actual values of a split."""
+    """{predictor: one-step-ahead forecasts} and the actual values of a split (kept in
+    data.extra, so the plot reuses the evaluation's ARIMA fit)."""
+    if ("forecasts", split) in data.extra:
+        return data.extra[("forecasts", split)]
     values, steps = data.extra["values"], data.extra["steps"][split]
     x = getattr(data, split)[0]
     previous = values[steps]  # Level index = change index + 1; the last known is `steps`.
@@ -130,7 +133,8 @@ def forecasts(model, data, split="test"):
     classical = _arima(values, steps, season) if data.extra.get("fit_classical", True) else None
     if classical is not None:
         found["classical"] = classical
-    return found, values[steps + 1]
+    data.extra[("forecasts", split)] = found, values[steps + 1]
+    return data.extra[("forecasts", split)]
 
 
 def _arima(values, steps, season):
@@ -138,7 +142,8 @@ def _arima(values, steps, season):
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
     seasonal = (0, 1, 1, season) if 1 < season <= 24 else (0, 0, 0, 0)
-    history = values[:steps[0] + 1]
+    # The last 2,000 values at most: a long hourly series would take minutes to fit.
+    history = values[max(0, steps[0] + 1 - 2000):steps[0] + 1]
     if len(history) < 3 * max(season, 4):
         return None
     with warnings.catch_warnings():
