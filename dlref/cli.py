@@ -203,13 +203,13 @@ def train(
     from dlref import training
 
     if resume:
-        _refuse_with_resume(name=name, data=data, target=target, positive_class=positive_class,
+        _refuse_with_resume(data=data, target=target, positive_class=positive_class,
                             dataset=dataset, val_data=val_data, test_data=test_data,
                             missing=missing, drop=drop, features=features,
                             max_categories=max_categories, date_column=date_column,
                             config=config, set=set_, seed=seed,
                             name_=run_name, strategy=strategy != "default")
-        run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs)
+        run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs, name=name)
     else:
         source = _source(data, dataset, target, positive_class, val_data, test_data, missing,
                          drop, features, max_categories, date_column)
@@ -222,7 +222,7 @@ def train(
 
 def _refuse_with_resume(**given):
     """--resume continues a run with its own settings: any other option would be ignored."""
-    flags = {"name": "a recipe name", "name_": "--name", "set": "--set",
+    flags = {"name_": "--name", "set": "--set",
              "date_column": "--date-column",
              "positive_class": "--positive-class", "val_data": "--val-data",
              "test_data": "--test-data", "max_categories": "--max-categories"}
@@ -366,7 +366,8 @@ def evaluate(
 @user_errors
 def predict(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
-    data: str = typer.Option(..., "--data", help="CSV of new rows (target column optional)."),
+    data: str = typer.Option(..., "--data", help="CSV of new rows (target column optional); "
+                             "timeseries: the history to forecast from (target required)."),
     output: str | None = typer.Option(None, "--output", help="Where to write predictions "
                                          "(default: DATA with .predictions.csv)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),

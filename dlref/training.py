@@ -123,11 +123,12 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
         return _run(module, config, data, run_dir)
 
 
-def resume(ref, *, runs_dir=None, epochs=None):
+def resume(ref, *, runs_dir=None, epochs=None, name=None):
     """Continues an interrupted run from its last completed epoch, in the same folder.
 
     Args:
         epochs: a new total number of epochs (not a number to add); None keeps the run's.
+        name: the recipe or preset named with --resume, which must be the run's own.
     """
     run_dir = runs.find_run(ref, runs.runs_root(runs_dir))
     with runs.locked(run_dir):
@@ -136,6 +137,9 @@ def resume(ref, *, runs_dir=None, epochs=None):
             raise DlrefError(f"{run_dir} is a {manifest.get('kind')} run, not a training run.")
         if manifest["status"] == "completed":
             raise DlrefError(f"{run_dir} has already completed; nothing to resume.")
+        if name and name not in (manifest["recipe"], manifest.get("preset")):
+            raise DlrefError(f"{run_dir.name} is a {manifest['recipe']} run, not {name}: "
+                             f"dlref train --resume {run_dir} continues it as it started.")
         module = registry.load(manifest["recipe"])
         done = _check_new_total(run_dir, manifest, epochs)
         defaults = configlib.field_defaults(module.Config)

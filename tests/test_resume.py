@@ -265,7 +265,7 @@ def test_a_run_in_use_is_refused(trained, tmp_path):
 
 
 @pytest.mark.parametrize("option", [["--set", "learning_rate=0.5"], ["--data", "/nowhere.csv"],
-                                    ["--name", "zzz"], ["--seed", "3"], ["regression"],
+                                    ["--name", "zzz"], ["--seed", "3"],
                                     ["--strategy", "mirrored"], ["--drop", "x1"],
                                     ["--seed", "0"], ["--max-categories", "0"]])
 def test_resume_refuses_options_it_would_ignore(option):
@@ -277,6 +277,11 @@ def test_resume_refuses_fewer_epochs_than_done(trained, tmp_path):
     run_dir = _interrupted_copy(trained, tmp_path)
     helpers.assert_user_error(helpers.invoke("train", "--resume", run_dir, "--epochs", 1),
                               "has trained 2 epochs, more than --epochs 1", "new total")
+    # The run's own recipe may be named; another one is refused.
+    helpers.assert_user_error(helpers.invoke("train", "binary", "--resume", run_dir),
+                              "is a regression run, not binary")
+    helpers.assert_user_error(helpers.invoke("train", "regression", "--resume", run_dir,
+                                             "--epochs", 1), "has trained 2 epochs")
     fresh = _interrupted_copy(trained, tmp_path / "fresh")
     shutil.rmtree(fresh / "checkpoints" / "backup")  # Stopped before its first epoch ended.
     helpers.assert_user_error(helpers.invoke("train", "--resume", fresh, "--epochs", 0),

@@ -172,3 +172,46 @@ def test_the_test_period_can_start_at_a_date(tmp_path):
     undated = series.Series(found.values, None, "sales", "s.csv")
     with pytest.raises(DlrefError, match="give --date-column"):
         series.prepare(undated, 5, 0.15, 0.15, test_start="2024-06-01")
+
+
+def _read(tmp_path, text, target="v", date_column="d", name="s.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return series.read(Source(data=str(path), target=target, date_column=date_column))
+
+
+@pytest.mark.parametrize("dates, first, frequency", [
+    (["01/01/2023", "02/01/2023", "13/01/2023"], "2023-01-01", None),  # Day first: 13 says so.
+    (["20230101", "20230102", "20230103"], "2023-01-01", "D"),  # YYYYMMDD numbers.
+    (["2015-01-01T00:00:00+05:30", "2015-02-01T00:00:00+05:30", "2015-03-01T00:00:00+05:30"],
+     "2015-01-01", "MS"),  # Local wall time, not UTC.
+    (["2024-03-30T23:00:00+01:00", "2024-03-31T00:00:00+01:00", "2024-03-31T03:00:00+02:00"],
+     "2024-03-30 23:00", None),  # An offset that changes at DST: no traceback.
+])
+def test_dates_people_write_are_read_as_meant(dates, first, frequency, tmp_path):
+    rows = "".join(f"{d},{i}\n" for i, d in enumerate(dates))
+    found = _read(tmp_path, "d,v\n" + rows)
+    assert found.dates[0] == pd.Timestamp(first)
+    if frequency:
+        assert found.frequency == frequency
+    if dates[0].startswith("01/01"):
+        assert found.dates[1] == pd.Timestamp("2023-01-02")  # Not February the 1st.
+
+
+@pytest.mark.parametrize("text, target, date_column, words", [
+    ("d,v\n1,5\n2,6\n3,7\n", "v", "d", ["plain numbers", "Without --date-column"]),
+    ("d,v\n2024-01-01,5\n,6\n", "v", "d", ["no date in 1 row", "file lines 3"]),
+    ("d,v\n2024-01-01,5\n", "v", "v", ["both name 'v'"]),
+])
+def test_date_columns_that_are_not_dates_are_refused(text, target, date_column, words,
+                                                     tmp_path):
+    with pytest.raises(DlrefError) as error:
+        _read(tmp_path, text, target, date_column)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_rows_after_the_last_value_are_left_out_not_filled(tmp_path):
+    found = _read(tmp_path, "d,v\n2024-01-01,1\n2024-01-02,2\n2024-01-03,\n2024-01-04,\n")
+    assert list(found.values) == [1.0, 2.0] and found.dates[-1] == pd.Timestamp("2024-01-02")
+    assert any("Left out 2 rows without a value" in note for note in found.notes)

@@ -88,7 +88,7 @@ def _infer_column(values, name, keep):
     if lowered <= TRUE_WORDS | FALSE_WORDS:
         return _boolean_or_constant(name, present, values, keep)
     if text.str.match(_DATE_LIKE).mean() >= 0.9:
-        dayfirst = _is_dayfirst(text)
+        dayfirst = is_dayfirst(text)
         parsed = to_dates(values, dayfirst)
         if parsed.notna().sum() >= 0.9 * len(present):
             return _date_spec(name, parsed, dayfirst), None
@@ -129,7 +129,7 @@ def _date_spec(name, dates, dayfirst=False):
             "origin": dates.min().isoformat()}
 
 
-def _is_dayfirst(text):
+def is_dayfirst(text):
     """Whether dates like 03/04/2024 are day first: decided on the training file (a first
     number above 12 somewhere), and saved, so new rows are read the same way."""
     parts = text.str.extract(r"^(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}").dropna().astype(int)

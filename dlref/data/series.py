@@ -13,6 +13,7 @@ training period's range only, and cut lagged windows whose target is the next ch
 import dataclasses
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -64,6 +65,9 @@ def read(source):
                          "COLUMN for its dates).")
     frame, notes = read_table(source.data)
     where = shown_path(source.data)
+    if source.date_column == source.target:
+        raise DlrefError(f"--target and --date-column both name {source.target!r}: the target "
+                         "is the column of numbers to forecast, the date column says when.")
     for column in [source.target] + ([source.date_column] if source.date_column else []):
         if column not in frame.columns:
             raise DlrefError(f"{where} has no column {column!r}. Columns: "
@@ -102,21 +106,56 @@ def _numbers(column, where):
 
 
 def _dates(column, where):
-    numbers = pd.to_numeric(column, errors="coerce")
-    if numbers.notna().all() and (numbers % 1 == 0).all() and numbers.between(1000, 2999).all():
-        # A year column (1700, 1701, ...): pandas would read the numbers as nanoseconds.
-        return pd.DatetimeIndex(pd.to_datetime(numbers.astype(int).astype(str), format="%Y"))
-    parsed = pd.to_datetime(column, errors="coerce", format="mixed")
-    bad = parsed.isna() & column.notna()
-    if bad.any() or parsed.isna().all():
-        rows = np.flatnonzero((bad | parsed.isna()).to_numpy())
+    """A DatetimeIndex from a date column: text in any common format (day first when the file
+    says so), year numbers, YYYYMMDD numbers; time zones dropped, keeping local wall time (a
+    monthly series stays on the 1st of each month, and a DST change moves no row)."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        parsed = column
+    else:
+        numbers = pd.to_numeric(column, errors="coerce")
+        parsed = _number_dates(numbers, column, where) if numbers.notna().all() else None
+        if parsed is None:
+            parsed = _text_dates(column, where)
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_localize(None)
+    return pd.DatetimeIndex(parsed)
+
+
+def _number_dates(numbers, column, where):
+    whole = (numbers % 1 == 0).all()
+    if whole and numbers.between(1000, 2999).all():  # Years: 1700, 1701, ...
+        return pd.to_datetime(numbers.astype(int).astype(str), format="%Y")
+    if whole and numbers.between(10000101, 29991231).all():  # 20240131
+        parsed = pd.to_datetime(numbers.astype(int).astype(str), format="%Y%m%d", errors="coerce")
+        if parsed.notna().all():
+            return parsed
+    raise DlrefError(f"{where}: column {column.name!r} holds plain numbers "
+                     f"({listing(column.head(3), 3)}, ...), not dates. Without --date-column "
+                     "the rows are taken as steps in file order.")
+
+
+def _text_dates(column, where):
+    from dlref.data.columns import is_dayfirst
+
+    text = column.astype(object).where(column.notna(), None)
+    empty = np.flatnonzero(text.isna().to_numpy() | (text.astype(str).str.strip() == ""))
+    if len(empty):
+        raise DlrefError(f"{where}: column {column.name!r} has no date in "
+                         f"{plural(len(empty), 'row')} (file lines {_lines(empty)}).")
+    text = text.astype(str).str.strip()
+    # Offsets dropped before parsing: wall time, whatever the zone or a DST change says.
+    local = text.str.replace(r"(Z|[+-]\d{2}:?\d{2})$", "", regex=True)
+    with warnings.catch_warnings():  # pandas' notes on format inference are not for users.
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(local, errors="coerce", format="mixed",
+                                dayfirst=is_dayfirst(local))
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad):
         raise DlrefError(
             f"{where}: column {column.name!r} has dates pandas cannot read in "
-            f"{plural(len(rows), 'row')} (file lines {_lines(rows)}; e.g. "
-            f"{column.iloc[rows[0]]!r}). Write them as YYYY-MM-DD (or with a time).")
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_convert(None)
-    return pd.DatetimeIndex(parsed)
+            f"{plural(len(bad), 'row')} (file lines {_lines(bad)}; e.g. "
+            f"{column.iloc[bad[0]]!r}). Write them as YYYY-MM-DD (or with a time).")
+    return parsed
 
 
 def _lines(rows):
@@ -170,12 +209,21 @@ def _frequency_with_gaps(dates):
 
 def _fill_values(series):
     values = pd.Series(series.values)
-    gaps = int(values.isna().sum())
-    if gaps == len(values):
+    if values.isna().all():
         raise DlrefError(f"{series.where}: column {series.name!r} has no values.")
+    first, last = values.first_valid_index(), values.last_valid_index()
+    if first > 0 or last < len(values) - 1:
+        # Rows before the first value or after the last (future dates not known yet) are not
+        # history: filling them would invent values.
+        series.notes.append(f"Left out {plural(first + len(values) - 1 - last, 'row')} "
+                            "without a value before the first or after the last value.")
+        dates = series.dates[first:last + 1] if series.dates is not None else None
+        series = dataclasses.replace(series, values=series.values[first:last + 1], dates=dates)
+        values = pd.Series(series.values)
+    gaps = int(values.isna().sum())
     if gaps:
         values = values.interpolate(limit_direction="both")
-        added = series.added_timestamps
+        added = min(series.added_timestamps, gaps)
         parts = [plural(added, "missing timestamp")] if added else []
         parts += [plural(gaps - added, "empty value")] if gaps > added else []
         series.notes.append(f"Missing values: {plural(gaps, 'gap')} in {series.name!r} "

@@ -181,10 +181,20 @@ def plots(model, data):
 
 
 def _read_like_training(path, meta):
+    """The series of a new file, read as in training; what was done to it goes to stderr."""
+    import sys
+
     from dlref.data import Source
 
-    return serieslib.read(Source(data=str(path), target=meta["target"],
-                                 date_column=meta.get("date_column")))
+    found = serieslib.read(Source(data=str(path), target=meta["target"],
+                                  date_column=meta.get("date_column")))
+    for note in found.notes[1:]:  # The first says which file: the user just named it.
+        print(note, file=sys.stderr)
+    trained = meta.get("frequency")
+    if found.frequency and trained and found.frequency != trained:
+        print(f"Warning: {path} has frequency {found.frequency}, and the run was trained on "
+              f"{trained} data: its forecasts assume {trained} steps.", file=sys.stderr)
+    return found
 
 
 def load_labelled(path, meta):
@@ -212,6 +222,9 @@ def predict(model, meta, path, horizon=1):
 
     if horizon < 1:
         raise DlrefError(f"--horizon must be at least 1, got {horizon}.")
+    if horizon > 100 * meta["window"]:
+        raise DlrefError(f"--horizon {horizon} is over 100 windows ahead: each step feeds the "
+                         "last forecast back in, so errors compound long before that.")
     found = _read_like_training(path, meta)
     window = meta["window"]
     if len(found.values) < window + 1:
