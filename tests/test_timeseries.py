@@ -215,3 +215,12 @@ def test_rows_after_the_last_value_are_left_out_not_filled(tmp_path):
     found = _read(tmp_path, "d,v\n2024-01-01,1\n2024-01-02,2\n2024-01-03,\n2024-01-04,\n")
     assert list(found.values) == [1.0, 2.0] and found.dates[-1] == pd.Timestamp("2024-01-02")
     assert any("Left out 2 rows without a value" in note for note in found.notes)
+
+
+def test_a_constant_series_is_refused_and_hourly_starts_show_the_time(tmp_path):
+    with pytest.raises(DlrefError, match="same value in every row"):
+        _read(tmp_path, "d,v\n2024-01-01,5\n2024-01-02,5\n2024-01-03,5\n")
+    hours = pd.date_range("2024-01-01", periods=60, freq="h")
+    rows = "".join(f"{h.isoformat()},{np.sin(i / 3):.4f}\n" for i, h in enumerate(hours))
+    data = series.prepare(_read(tmp_path, "d,v\n" + rows), 5, 0.15, 0.15)
+    assert data.meta["test_start"] == "2024-01-03 04:00:00" and data.meta["season"] == 24

@@ -220,6 +220,9 @@ def _fill_values(series):
         dates = series.dates[first:last + 1] if series.dates is not None else None
         series = dataclasses.replace(series, values=series.values[first:last + 1], dates=dates)
         values = pd.Series(series.values)
+    if values.nunique() == 1:
+        raise DlrefError(f"{series.where}: {series.name!r} has the same value in every row "
+                         f"({values.iloc[0]:g}): there is nothing to forecast.")
     gaps = int(values.isna().sum())
     if gaps:
         values = values.interpolate(limit_direction="both")
@@ -333,13 +336,23 @@ def _meta(series, window, low, high, season, splits):
 
 
 def _when(series, index):
-    return str(series.dates[index].date()) if series.dates is not None else f"step {index}"
+    """A step as a user reads it: its date, with the time when the series is finer than days."""
+    return moment_text(series.dates, index)
+
+
+def moment_text(dates, index):
+    """Step `index` as a user reads it: its date, with the time of day when it has one."""
+    if dates is None:
+        return f"step {index}"
+    moment = dates[index]
+    return str(moment.date()) if moment == moment.normalize() else str(moment)
 
 
 def _rows_line(series, splits):
     sizes = {name: len(part) for name, part in splits.items()}
-    return (f"Rows: {len(series.values):,} values -> windows: train {sizes['train']:,}, "
-            f"validation {sizes['val']:,}, test {sizes['test']:,} (split by time; the test "
+    return (f"Rows: {plural(len(series.values), 'value')} -> windows: train "
+            f"{sizes['train']:,}, validation {sizes['val']:,}, test {sizes['test']:,} (split by "
+            f"time; the test "
             f"period starts at {_when(series, int(splits['test'][0]) + 1)})")
 
 

@@ -160,7 +160,7 @@ def evaluate(model, data):
         for metric, value in metrics.forecast_errors(actual, predicted).items():
             table.setdefault(metric, {})[predictor] = value
     steps, dates = data.extra["steps"]["test"], data.extra["dates"]
-    start = str(dates[steps[0] + 1].date()) if dates is not None else f"step {steps[0] + 1}"
+    start = serieslib.moment_text(dates, steps[0] + 1)
     shown = ", ".join(name.replace("_", " ") for name in found if name != "model")
     report = (f"One-step-ahead forecasts of {data.meta['target']} over {len(actual):,} test "
               f"steps from {start}, beside {shown}; season {data.meta['season']}; mape in %.")
@@ -201,12 +201,14 @@ def load_labelled(path, meta):
     """Every forecastable step of another file, with the run's scaler and window."""
     found = _read_like_training(path, meta)
     window = meta["window"]
-    if len(found.values) < window + 2:
-        raise DlrefError(f"{path}: {len(found.values)} values, and a forecast needs "
-                         f"{window + 1} before the step it forecasts.")
+    # From the first step every predictor can forecast (seasonal naive looks a season back).
+    first = max(window, meta["season"] - 1)
+    if len(found.values) < first + 2:
+        raise DlrefError(f"{path}: {len(found.values)} values, and the first forecast that "
+                         f"every predictor can make needs {first + 1} before it.")
     changes = serieslib.scale(np.diff(found.values), meta["scaler"]["low"],
                                meta["scaler"]["high"])
-    steps = np.arange(window, len(changes))
+    steps = np.arange(first, len(changes))
     x, y = serieslib.windows(changes, steps, window)
     extra = {"values": found.values, "dates": found.dates, "steps": {"test": steps},
              "fit_classical": False}
