@@ -47,6 +47,10 @@ MaxCategories = typer.Option(None, "--max-categories", help="A text column keeps
 Target = typer.Option(None, "--target", help="Column to predict (--data).")
 DateColumn = typer.Option(None, "--date-column", help="timeseries: the column with each row's "
                           "date or time (without it, rows are steps in file order).")
+TextColumn = typer.Option(None, "--text-column", help="text: the column holding each row's "
+                          "text (default: the column with the longest texts).")
+Embeddings = typer.Option(None, "--embeddings", help="text: pretrained word vectors, a "
+                          "GloVe-format text file (word v1 v2 ...).")
 PositiveClass = typer.Option(None, "--positive-class",
                              help="binary: one-vs-rest on this target value.")
 Dataset = typer.Option(None, "--dataset", help="A named dataset, e.g. mnist (downloads once).")
@@ -131,7 +135,8 @@ def show(
 
 
 def _source(data, dataset, target, positive_class, val_data=None, test_data=None, missing=None,
-            drop=(), features=None, max_categories=None, date_column=None):
+            drop=(), features=None, max_categories=None, date_column=None, text_column=None,
+            embeddings=None):
     from dlref.data import Source
 
     if data and dataset:
@@ -139,8 +144,8 @@ def _source(data, dataset, target, positive_class, val_data=None, test_data=None
     if (val_data or test_data) and not data:
         raise DlrefError("--val-data and --test-data go with --data (the training file).")
     # Absolute paths: a resume, or a tuned config, may be used from another folder.
-    data, val_data, test_data = (os.path.abspath(p) if p else None
-                                 for p in (data, val_data, test_data))
+    data, val_data, test_data, embeddings = (os.path.abspath(p) if p else None
+                                             for p in (data, val_data, test_data, embeddings))
     chosen = None
     if features is not None:
         chosen = tuple(c.strip() for c in features.split(",") if c.strip())
@@ -148,7 +153,8 @@ def _source(data, dataset, target, positive_class, val_data=None, test_data=None
             raise DlrefError("--features needs column names: --features COL,COL,...")
     return Source(data=data, dataset=dataset, target=target, positive_class=positive_class,
                   val_data=val_data, test_data=test_data, missing=missing, drop=tuple(drop),
-                  features=chosen, max_categories=max_categories, date_column=date_column)
+                  features=chosen, max_categories=max_categories, date_column=date_column,
+                  text_column=text_column, embeddings=embeddings)
 
 
 def _toml_value(value):
@@ -171,6 +177,8 @@ def train(
     features: str | None = Features,
     max_categories: int | None = MaxCategories,
     date_column: str | None = DateColumn,
+    text_column: str | None = TextColumn,
+    embeddings: str | None = Embeddings,
     config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
     set_: list[str] = SetItems,
@@ -207,12 +215,14 @@ def train(
                             dataset=dataset, val_data=val_data, test_data=test_data,
                             missing=missing, drop=drop, features=features,
                             max_categories=max_categories, date_column=date_column,
+                            text_column=text_column, embeddings=embeddings,
                             config=config, set=set_, seed=seed,
                             name_=run_name, strategy=strategy != "default")
         run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs, name=name)
     else:
         source = _source(data, dataset, target, positive_class, val_data, test_data, missing,
-                         drop, features, max_categories, date_column)
+                         drop, features, max_categories, date_column, text_column,
+                         embeddings)
         run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
                                  strategy=strategy, argv=sys.argv)
@@ -223,7 +233,7 @@ def train(
 def _refuse_with_resume(**given):
     """--resume continues a run with its own settings: any other option would be ignored."""
     flags = {"name_": "--name", "set": "--set",
-             "date_column": "--date-column",
+             "date_column": "--date-column", "text_column": "--text-column",
              "positive_class": "--positive-class", "val_data": "--val-data",
              "test_data": "--test-data", "max_categories": "--max-categories"}
     named = [flags.get(key, f"--{key}") for key, value in given.items()
@@ -265,6 +275,8 @@ def tune(
     features: str | None = Features,
     max_categories: int | None = MaxCategories,
     date_column: str | None = DateColumn,
+    text_column: str | None = TextColumn,
+    embeddings: str | None = Embeddings,
     train_best: bool = typer.Option(False, "--train-best", help="After the search, train the "
                                     "best config into a normal run folder."),
     config: str | None = typer.Option(None, "--config", help="TOML config: the base of "
@@ -309,7 +321,7 @@ def tune(
     from dlref import tuning
 
     source = _source(data, dataset, target, positive_class, val_data, test_data, missing, drop,
-                      features, max_categories, date_column)
+                      features, max_categories, date_column, text_column, embeddings)
     search = tuning.Search(algorithm=algorithm, objective=objective, max_epochs=max_epochs,
                            factor=factor, iterations=iterations, max_trials=max_trials)
     cluster = tuning.Cluster(role=role, oracle=oracle, worker_id=worker_id,
@@ -366,8 +378,12 @@ def evaluate(
 @user_errors
 def predict(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
-    data: str = typer.Option(..., "--data", help="CSV of new rows (target column optional); "
-                             "timeseries: the history to forecast from (target required)."),
+    data: str | None = typer.Option(None, "--data", help="CSV of new rows (target column "
+                                    "optional); timeseries: the history to forecast from "
+                                    "(target required); seq2seq: a file with one input per "
+                                    "line."),
+    text: list[str] = typer.Option([], "--text", help="text, seq2seq: an input given on the "
+                                   "command line (repeatable); predictions go to stdout."),
     output: str | None = typer.Option(None, "--output", help="Where to write predictions "
                                          "(default: DATA with .predictions.csv)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
@@ -377,11 +393,26 @@ def predict(
 ):
     """Write predictions (and class probabilities) for new rows to a CSV.
 
-    Example: dlref predict runs/binary/20261123-101500-a1b2 --data new.csv
+    Examples:
+
+      dlref predict runs/binary/20261123-101500-a1b2 --data new.csv
+
+      dlref predict runs/text/20261127-101500-a1b2 --text "A gripping, funny film."
     """
     from dlref import saved
     from dlref.text import plural
 
+    if bool(data) == bool(text):
+        raise DlrefError("Give --data FILE, or --text \"...\" (text and seq2seq runs), "
+                         "not both." if data else "Give --data FILE (or --text \"...\" for "
+                         "a text or seq2seq run).")
+    if text:
+        if output or overwrite:
+            raise DlrefError("--output and --overwrite go with --data: predictions for --text "
+                             "are printed.")
+        frame = saved.predict_text(run, list(text), runs_dir=runs_dir)
+        typer.echo(frame.to_csv(index=False).rstrip("\n"))
+        return
     path, count = saved.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite,
                                     horizon=horizon)
     typer.echo(f"Wrote {plural(count, 'prediction')} to {path}")

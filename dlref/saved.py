@@ -11,7 +11,6 @@ from dlref.errors import DlrefError
 
 
 def finish(module, config, data, model, run_dir):
-    from dlref import reports
     from dlref.resumable import best_row, read_history
 
     history = read_history(run_dir / "history.csv")
@@ -20,13 +19,17 @@ def finish(module, config, data, model, run_dir):
     kept = kept or (history[-1] if history else None)  # Without best.keras: the last epoch.
     if best_path.is_file():
         model.load_weights(best_path)
+    if hasattr(module, "final_model"):
+        # The model to evaluate and save, built from the trained one: e.g. a stateful LSTM's
+        # stateless copy, which forecasts at any batch size.
+        model = module.final_model(model, config, data)
     if hasattr(module, "calibrate"):
         data.meta.update(module.calibrate(model, data, config))
     result = module.evaluate(model, data)
     classical = None
     if hasattr(module, "score") and len(data.train[1]):
         # Fitted once, then scored and drawn (the binary ROC curve) from the same outputs.
-        classical = reports.classical_outputs(data, config.seed)
+        classical = _classical_outputs(module, data, config.seed)
         for metric, value in classical_scores(module, data, outputs=classical).items():
             result["metrics"][metric]["classical"] = value
     io.save_model(model, run_dir / "model.keras")
@@ -80,11 +83,20 @@ def classical_scores(module, data, seed=None, outputs=None):
         seed: fits the baseline here when its test `outputs` are not given.
         outputs: the baseline's test outputs (reports.classical_outputs), when already fitted.
     """
-    from dlref import reports
 
     if outputs is None:
-        outputs = reports.classical_outputs(data, seed)
+        outputs = _classical_outputs(module, data, seed)
     return module.score(data.test[1], outputs, {**data.meta, "threshold": 0.5})
+
+
+def _classical_outputs(module, data, seed):
+    """The recipe's classical baseline (text: TF-IDF + logistic regression), else
+    HistGradientBoosting on the table."""
+    from dlref import reports
+
+    if hasattr(module, "classical_outputs"):
+        return module.classical_outputs(data, seed)
+    return reports.classical_outputs(data, seed)
 
 
 def _print_summary(run_dir, result, baselines=None):
@@ -216,3 +228,14 @@ def predict_run(ref, data_path, output=None, runs_dir=None, overwrite=False, hor
     with io.atomic_path(output, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     return output, len(frame)
+
+
+def predict_text(ref, texts, runs_dir=None):
+    """Predictions for inputs given on the command line (--text), as a table to print."""
+    import inspect
+
+    _, manifest, module, model, meta = open_run(ref, runs_dir)
+    if "text" not in inspect.signature(module.predict).parameters:
+        raise DlrefError(f"--text goes with the text and seq2seq recipes; {ref} is a "
+                         f"{manifest['recipe']} run, which predicts from --data FILE.")
+    return module.predict(model, meta, None, text=texts)

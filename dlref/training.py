@@ -285,13 +285,16 @@ def _fit(module, config, data, run_dir, requests):
         history=history, early_stopping_patience=getattr(config, "early_stopping_patience", 0),
         seed=config.seed, requests=requests,
     )
+    # A recipe's own callbacks (seq2seq's sample translations, a stateful LSTM's state reset).
+    callbacks += module.callbacks(config, data, run_dir) if hasattr(module, "callbacks") else []
     epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs,
                          best_value(history, module.MONITOR, module.MODE))
+    options = fit_options(module, config)
     batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first,
-                                   config.epochs)
+                                   config.epochs, shuffle=options["shuffle"])
     model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=config.epochs,
               shuffle=False,  # epoch_batches shuffles.
-              validation_data=data.val, validation_batch_size=eval_batch_size(config),
+              validation_data=data.val, validation_batch_size=options["validation_batch_size"],
               callbacks=[*callbacks, epoch_log], verbose=0)
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first] + epoch_log.seconds
     stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
@@ -332,14 +335,23 @@ def _report_kept_epoch(module, config, run_dir, stopped_at, interrupted):
     return {"epoch": row["epoch"] + 1, "value": row[module.MONITOR]}
 
 
-def epoch_batches(train, batch_size, seed, first_epoch, epochs):
+def fit_options(module, config):
+    """How `fit` feeds the data: shuffled training rows and large validation batches, unless
+    the recipe says otherwise (a stateful LSTM needs its rows in order and one batch size)."""
+    options = {"shuffle": True, "validation_batch_size": eval_batch_size(config)}
+    if hasattr(module, "fit_options"):
+        options.update(module.fit_options(config))
+    return options
+
+
+def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True):
     """The training rows in a new order each epoch, an order drawn from (seed, epoch) alone.
 
     Keras shuffles arrays with a generator that starts over with every `fit`, so a run resumed
     at epoch 8 used to see epoch 1's order again. Here epoch e's batches are the same whether
     the run was interrupted or not. Returns (tf.data.Dataset of (x, y) batches from
     `first_epoch` to `epochs`, batches per epoch); the dataset runs on across epochs, so `fit`
-    needs `steps_per_epoch`.
+    needs `steps_per_epoch`. With `shuffle=False` every epoch sees the rows in their order.
     """
     import tensorflow as tf
 
@@ -348,8 +360,9 @@ def epoch_batches(train, batch_size, seed, first_epoch, epochs):
 
     def one_epoch(epoch):
         seed_pair = tf.stack([tf.constant(int(seed), tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(rows, dtype=tf.int64),
-                                                         seed=seed_pair)
+        order = tf.range(rows, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=seed_pair)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     def gather(indices):

@@ -22,6 +22,8 @@ class Source:
         features: the only feature columns to use (None: every usable column).
         max_categories: a text column keeps its most frequent values, the rest become "other".
         date_column: for a time series: the column with each row's date or time.
+        text_column: for text classification: the column holding each row's text.
+        embeddings: for text: a GloVe-format file of pretrained word vectors.
     """
 
     data: str | None = None
@@ -35,6 +37,8 @@ class Source:
     features: tuple | None = None
     max_categories: int | None = None
     date_column: str | None = None
+    text_column: str | None = None
+    embeddings: str | None = None
 
     def __post_init__(self):
         # JSON and TOML give lists back; keep the dataclass hashable and comparable.
@@ -83,7 +87,23 @@ class Source:
         options += [f"--features {','.join(self.features)}"] if self.features else []
         options += [f"--max-categories {self.max_categories}"] if self.max_categories else []
         options += [f"--date-column {self.date_column}"] if self.date_column else []
+        options += [f"--text-column {self.text_column}"] if self.text_column else []
+        options += [f"--embeddings {shown_path(self.embeddings)}"] if self.embeddings else []
         return f"{where} ({'; '.join(options)})" if options else str(where)
+
+    def refuse_options(self, recipe, *options):
+        """Refuses the given options (field names) that `recipe` does not read, naming the recipe
+        that does."""
+        owners = {"date_column": ("--date-column", "timeseries"),
+                  "text_column": ("--text-column", "text"),
+                  "embeddings": ("--embeddings", "text")}
+        from dlref.errors import DlrefError
+
+        for field in options:
+            if getattr(self, field):
+                flag, owner = owners[field]
+                raise DlrefError(f"{flag} goes with the {owner} recipe (dlref train {owner}), "
+                                 f"not with {recipe}.")
 
     def short(self):
         """A few characters for `dlref runs`: the file's name or the dataset's."""

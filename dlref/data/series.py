@@ -50,6 +50,7 @@ def read(source):
     if source.dataset:
         raise DlrefError(f"No named dataset {source.dataset!r} for time series; give --data "
                          "FILE --target COLUMN, or nothing for the built-in CO2 series.")
+    source.refuse_options("timeseries", "text_column", "embeddings")
     tabular = {"--val-data": source.val_data, "--test-data": source.test_data,
                "--missing": source.missing, "--drop": source.drop, "--features": source.features,
                "--positive-class": source.positive_class,

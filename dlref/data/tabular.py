@@ -48,9 +48,7 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
         val_fraction, test_fraction: shares of the rows held out (stratified for classifiers),
             for the splits that no --val-data / --test-data file gives.
     """
-    if source.date_column:
-        raise DlrefError(f"--date-column goes with the timeseries recipe (dlref train "
-                         f"timeseries), not with {task}.")
+    source.refuse_options(task, "date_column", "text_column", "embeddings")
     missing = _missing_mode(source)
     frames = read_frames(source, default_dataset)
     notes = list(frames.notes)

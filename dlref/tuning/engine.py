@@ -26,7 +26,7 @@ import keras_tuner
 
 from dlref import io
 from dlref.callbacks import RocAuc
-from dlref.training import uses_roc_auc
+from dlref.training import fit_options, uses_roc_auc
 from dlref.tuning.results import COMPLETED, SearchLog
 
 PROJECT = "project"  # keras-tuner's project folder inside the run folder
@@ -54,8 +54,14 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         config = self.module.search_space(hp, self.config)
         # RocAuc first, so TensorBoard and keras-tuner's checkpoint see val_roc_auc.
         first = [RocAuc(*self.data.val)] if self.roc_auc else []
+        # The recipe's own callbacks, told by run_dir=None that there is no run folder to log to.
+        own = (self.module.callbacks(config, self.data, None)
+               if hasattr(self.module, "callbacks") else [])
+        options = fit_options(self.module, config)
         return model.fit(*self.data.train, validation_data=self.data.val,
-                         batch_size=config.batch_size, callbacks=first + list(callbacks), **kwargs)
+                         batch_size=config.batch_size, shuffle=options["shuffle"],
+                         validation_batch_size=options["validation_batch_size"],
+                         callbacks=first + list(callbacks) + own, **kwargs)
 
 
 # --- Oracles and tuners ----------------------------------------------------------------------
