@@ -19,6 +19,7 @@ RECIPES = {
     "binary": "dlref.recipes.binary",
     "multiclass": "dlref.recipes.multiclass",
     "timeseries": "dlref.recipes.timeseries",
+    "text": "dlref.recipes.text",
 }
 
 _IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE")

@@ -71,7 +71,7 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
     y, target_meta = target.encode(frames.train[name], task, source.positive_class)
     given = {split: target.apply(frames_[name], target_meta, task, where)
              for split, frames_, where in _given_splits(frames, source)}
-    train_rows, val_rows, test_rows = _split(y, task, seed, val_fraction, test_fraction,
+    train_rows, val_rows, test_rows = split_rows(y, task, seed, val_fraction, test_fraction,
                                              need_val="val" not in given,
                                              need_test="test" not in given)
     train_table = tables_["train"].iloc[train_rows]
@@ -269,7 +269,7 @@ def _missing_mode(source):
     return missing
 
 
-def _split(y, task, seed, val_fraction, test_fraction, need_val=True, need_test=True):
+def split_rows(y, task, seed, val_fraction, test_fraction, need_val=True, need_test=True):
     """Row positions of (train, val, test); a split given as a file gets none."""
     from sklearn.model_selection import train_test_split
 
@@ -416,7 +416,11 @@ def predict(model, meta, path):
     frame, notes = tables.read_table(path)
     x, more = features_for(frame.drop(columns=[meta["target"]], errors="ignore"), meta, str(path))
     _say(notes + more)
-    outputs = model.predict(x, verbose=0)
+    return with_predictions(frame, model.predict(x, verbose=0), meta)
+
+
+def with_predictions(frame, outputs, meta):
+    """A copy of `frame` with the predicted value or class (and each class' probability)."""
     result = frame.copy()
     column = f"predicted_{meta['target']}"
     if meta["task"] == "regression":

