@@ -160,12 +160,12 @@ def training(rows):
             "gflops": gflops}
 
 
-def recipe_throughput(recipe, epochs=6):
-    """Training samples/s of `dlref train RECIPE` on its built-in data (median epoch after the
-    first, which traces the graph), every callback on."""
+def recipe_throughput(recipe, *options, epochs=6):
+    """Training samples/s of `dlref train RECIPE [OPTIONS]` on built-in data (median epoch
+    after the first, which traces the graph), every callback on."""
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([str(BIN / "dlref"), "train", recipe, "--epochs", str(epochs), "--set",
-                        "early_stopping_patience=0", "--runs-dir", folder],
+        subprocess.run([str(BIN / "dlref"), "train", recipe, *options, "--epochs", str(epochs),
+                        "--set", "early_stopping_patience=0", "--runs-dir", folder],
                        check=True, env=ENV, capture_output=True)
         manifest = json.loads(next(Path(folder).glob(f"{recipe}/*/run.json")).read_text())
     epoch = statistics.median(manifest["timings"]["epoch_seconds"][1:])
@@ -209,6 +209,13 @@ def main():
     samples, epoch = recipe_throughput("timeseries")
     print(f"| train timeseries, built-in CO2 (361 windows of 10), s/epoch; samples/s | "
           f"{epoch:.2f} s; {samples:,.0f} samples/s |")
+    samples, epoch = recipe_throughput("text", epochs=3)
+    print(f"| train text, built-in IMDB reviews (17,500 train, 400 words, LSTM(10)), "
+          f"s/epoch; samples/s | {epoch:.1f} s; {samples:,.0f} samples/s |")
+    samples, epoch = recipe_throughput("text", "--dataset", "rotten_tomatoes", "--set",
+                                       "model=cnn", epochs=3)
+    print(f"| train text --set model=cnn, Rotten Tomatoes (5,971 train), s/epoch; samples/s | "
+          f"{epoch:.1f} s; {samples:,.0f} samples/s |")
     tune = tuning()
     for name, value in (tune or {}).items():
         print(f"| tune: {name} | {value} |")

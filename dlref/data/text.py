@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlref.data import Dataset, tables, target
+from dlref.data import Dataset, tables, target, words
 from dlref.errors import DlrefError, close_match
 from dlref.text import listing, plural, shown_path
 
-MAX_LENGTH = 400  # An automatic sequence length stops here: longer is slow for an LSTM on a CPU.
 _MARKUP = re.compile(r"<[^>]{0,100}>")  # IMDB's <br /> and other tags.
 _SPACES = re.compile(r"\s+")
 
@@ -268,74 +267,6 @@ def _encode_labels(labels, name, positive_class):
     return y, task, meta
 
 
-# --- Words to ids ------------------------------------------------------------------------------
-
-
-def vectorizer(sequence_length, vocabulary_size=None, vocabulary=None):
-    """Keras' TextVectorization: lower case, punctuation stripped, split on spaces; ids of the
-    first `sequence_length` words, 0 after the end (1 is a word outside the vocabulary)."""
-    from keras import layers
-
-    return layers.TextVectorization(max_tokens=vocabulary_size, vocabulary=vocabulary,
-                                    output_sequence_length=sequence_length)
-
-
-def to_ids(layer, texts, length, batch=4096):
-    """int32 word ids, shape (texts, length), in batches to bound memory."""
-    from keras import ops
-
-    texts = list(texts)
-    parts = [ops.convert_to_numpy(layer(np.array(texts[i:i + batch], dtype=object)))
-             for i in range(0, len(texts), batch)]
-    return np.concatenate(parts).astype("int32") if parts else np.zeros((0, length), "int32")
-
-
-def choose_length(texts, configured):
-    """The configured sequence length, or the 90th percentile of the training texts' word
-    counts (from 8 to MAX_LENGTH words)."""
-    if configured:
-        return int(configured)
-    words = texts.str.split().str.len()
-    return int(np.clip(np.percentile(words, 90), 8, MAX_LENGTH))
-
-
-def read_vectors(path, vocabulary, seed):
-    """A GloVe-format file (a word and its numbers on each line; word2vec's "N D" header line
-    skipped) as an embedding matrix for `vocabulary`: (matrix, words covered). Words it lacks
-    keep small random vectors, the padding id zeros."""
-    path = Path(path)
-    if not path.is_file():
-        raise DlrefError(f"--embeddings: no file at {path}.")
-    index = {word: i for i, word in enumerate(vocabulary)}
-    rows, dim = {}, None
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, 1):
-            parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                continue
-            if len(parts) < 2:
-                continue
-            dim = dim or len(parts) - 1
-            if len(parts) - 1 != dim:
-                raise DlrefError(f"--embeddings {path}, line {number}: {len(parts) - 1} numbers "
-                                 f"after the word, where line 1 has {dim}. Is it a GloVe-format "
-                                 "text file (a word, then its numbers, separated by spaces)?")
-            if parts[0] in index and parts[0] not in rows:
-                try:
-                    rows[parts[0]] = np.asarray(parts[1:], dtype="float32")
-                except ValueError:
-                    raise DlrefError(f"--embeddings {path}, line {number}: not numbers after "
-                                     f"the word {parts[0]!r}.") from None
-    if dim is None:
-        raise DlrefError(f"--embeddings {path} holds no word vectors.")
-    scale = float(np.std(np.stack(list(rows.values())))) if rows else 0.1
-    matrix = np.random.default_rng(seed).normal(0, scale, (len(vocabulary), dim)).astype("float32")
-    matrix[0] = 0.0
-    for word, vector in rows.items():
-        matrix[index[word]] = vector
-    return matrix, len(rows)
-
-
 # --- The dataset -------------------------------------------------------------------------------
 
 
@@ -356,18 +287,18 @@ def load(source, config):
                               f"the test set of {found.where}")
     else:
         test_texts, y_test = texts[test_rows], y[test_rows]
-    length = choose_length(texts[train_rows], config.sequence_length)
-    layer = vectorizer(length, config.vocabulary_size)
+    length = words.choose_length(texts[train_rows], config.sequence_length)
+    layer = words.vectorizer(length, config.vocabulary_size)
     layer.adapt(np.array(list(texts[train_rows]), dtype=object), batch_size=4096)
     vocabulary = [str(word) for word in layer.get_vocabulary()]
     split = {"train": texts[train_rows], "val": texts[val_rows], "test": test_texts}
-    ids = {name: to_ids(layer, part, length) for name, part in split.items()}
+    ids = {name: words.to_ids(layer, part, length) for name, part in split.items()}
     meta = {"task": task, "target": found.target, "text_column": found.text_column,
             "source": found.where, **labels_meta, "sequence_length": length,
             "vocabulary": vocabulary, "trivial": _trivial(y[train_rows])}
     extra = {"texts": {name: list(part) for name, part in split.items()}}
     if source.embeddings:
-        matrix, covered = read_vectors(source.embeddings, vocabulary, config.seed)
+        matrix, covered = words.read_vectors(source.embeddings, vocabulary, config.seed)
         extra["embedding_matrix"] = matrix
         meta["embeddings"] = {"file": Path(source.embeddings).name, "dim": int(matrix.shape[1]),
                               "covered": covered}
@@ -388,11 +319,11 @@ def summary(where, task, labels_meta, rows, texts, length, vocabulary, given_tes
     classes = labels_meta["classes"]
     kind = (f"binary, positive class {labels_meta['positive_class']!r}" if task == "binary"
             else f"{plural(len(classes), 'class', 'classes')}")
-    words = texts.str.split().str.len()
+    counts = texts.str.split().str.len()
     test = " (its own test set)" if given_test else ""
     return (f"Data: {shown_path(where)}: {plural(sum(rows.values()), 'text')} ({kind}); train "
             f"{rows['train']:,}, validation {rows['val']:,}, test {rows['test']:,}{test}. "
-            f"Median {int(np.median(words)):,} words; the first {length:,} of each are read, "
+            f"Median {int(np.median(counts)):,} words; the first {length:,} of each are read, "
             f"with a vocabulary of the {vocabulary:,} most frequent training words.")
 
 
@@ -463,13 +394,7 @@ def load_labelled(path, meta):
     texts, labels = _usable(texts, labels, str(path), notes)
     _say(notes)
     y = target.apply(labels.rename(meta["target"]), meta, meta["task"], str(path))
-    x = ids_for(texts, meta)
+    x = words.ids_for(clean(texts), meta)
     empty = (x[:0], y[:0])
     return Dataset(train=empty, val=empty, test=(x, y), meta=meta,
                    extra={"texts": {"test": list(texts)}})
-
-
-def ids_for(texts, meta):
-    """Word ids of new texts with the run's vocabulary and sequence length."""
-    layer = vectorizer(meta["sequence_length"], vocabulary=meta["vocabulary"])
-    return to_ids(layer, clean(pd.Series(list(texts), dtype=object)), meta["sequence_length"])

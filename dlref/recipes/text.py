@@ -22,6 +22,7 @@ from keras import layers
 
 from dlref.data import tabular
 from dlref.data import text as textlib
+from dlref.data import words
 from dlref.errors import DlrefError
 from dlref.recipes import binary, common, multiclass
 
@@ -211,5 +212,6 @@ def predict(model, meta, path, text=None):
         frame, texts = pd.DataFrame({"text": text}), pd.Series(text, dtype=object)
     else:
         frame, texts, _ = textlib.read_new(path, meta, labelled=False)
-    outputs = model.predict(textlib.ids_for(texts, meta), verbose=0, batch_size=256)
+    ids = words.ids_for(textlib.clean(texts), meta)
+    outputs = model.predict(ids, verbose=0, batch_size=256)
     return tabular.with_predictions(frame, outputs, meta)
