@@ -114,6 +114,9 @@ def test_the_vocabulary_is_fitted_on_the_training_split_only(tmp_path):
     train = {w for t in data.extra["texts"]["train"] for w in t.lower().strip(".").split()}
     assert vocabulary - {"", "[UNK]"} <= train and (test_only - train).isdisjoint(vocabulary)
     assert data.train[0].shape[1] == 6 and data.train[0].dtype == np.int32
+    again = text.load_data(config, Source(data=str(path), target="label"))  # As a resume does.
+    assert again.fingerprint == data.fingerprint
+    np.testing.assert_array_equal(again.train[0], data.train[0])
 
 
 # --- Training, evaluating, predicting ----------------------------------------------------------
@@ -121,7 +124,7 @@ def test_the_vocabulary_is_fitted_on_the_training_split_only(tmp_path):
 
 def test_lstm_on_a_messy_export_then_predict_and_evaluate(tmp_path, runs_root):
     path = _messy_csv(tmp_path / "reviews.csv")
-    result = _train("--data", path, "--target", "sentiment")
+    result = _train("--data", path, "--target", "sentiment", "--set", "model=lstm")
     helpers.assert_ok(result)
     assert "Dropped 1 row" in result.output and "with an empty text" in result.output
     assert "classical = TF-IDF + logistic regression" in result.output
@@ -149,7 +152,7 @@ def test_lstm_on_a_messy_export_then_predict_and_evaluate(tmp_path, runs_root):
 
 def test_cnn_multiclass_from_class_folders(tmp_path, runs_root):
     folder = _folder(tmp_path / "topics")
-    helpers.assert_ok(_train("--data", folder, "--set", "model=cnn"))
+    helpers.assert_ok(_train("--data", folder))
     run = helpers.only_run(runs_root, "text")
     metrics = helpers.read_json(run / "metrics.json")["metrics"]
     assert "f1_macro" in metrics and "classical" in metrics["accuracy"]

