@@ -151,14 +151,14 @@ def predicted_vs_actual(y_true, predictions, target, classical=None):
     return figure
 
 
-def roc_curve(y_true, scores, positive_class, classical=None):
+def roc_curve(y_true, scores, positive_class, classical=None, classical_name=CLASSICAL):
     """The model's ROC curve, the classical baseline's (given its scores) and chance."""
     from sklearn import metrics
 
     from dlref.metrics import roc_auc
 
     figure, axis = _figure()
-    curves = {"model": scores, **({CLASSICAL: classical} if classical is not None else {})}
+    curves = {"model": scores, **({classical_name: classical} if classical is not None else {})}
     # The baseline dashed over a wider model line: where the curves coincide both still show.
     for (name, values), style in zip(curves.items(), ("-", "--"), strict=False):
         false_positive, true_positive, _ = metrics.roc_curve(y_true, values)

@@ -295,7 +295,8 @@ def load(source, config):
     ids = {name: words.to_ids(layer, part, length) for name, part in split.items()}
     meta = {"task": task, "target": found.target, "text_column": found.text_column,
             "source": found.where, **labels_meta, "sequence_length": length,
-            "vocabulary": vocabulary, "trivial": _trivial(y[train_rows])}
+            "vocabulary": vocabulary, "trivial": _trivial(y[train_rows]),
+            "classical_name": "TF-IDF + logistic regression"}
     extra = {"texts": {name: list(part) for name, part in split.items()}}
     if source.embeddings:
         matrix, covered = words.read_vectors(source.embeddings, vocabulary, config.seed)

@@ -153,8 +153,9 @@ def plots(model, data, classical=None):
     probability = model.predict(x_test, verbose=0).reshape(-1)
     threshold = data.meta.get("threshold", 0.5)
     return {
-        "roc_curve": reports.roc_curve(y_test, probability, data.meta["positive_class"],
-                                       classical=classical),
+        "roc_curve": reports.roc_curve(
+            y_test, probability, data.meta["positive_class"], classical=classical,
+            classical_name=data.meta.get("classical_name", reports.CLASSICAL)),
         "confusion_matrix": reports.confusion_matrix(
             y_test, (probability >= threshold).astype(int), data.meta["classes"],
             title=f"Confusion matrix (test set)\nat threshold {threshold:.4f}"),
