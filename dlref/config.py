@@ -59,6 +59,8 @@ def coerce(key, value, default, label="--set"):
     """Returns `value` converted to the type of `default`, or raises DlrefError."""
     expected = type(default)
     if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = value.lower() == "true"  # As TOML (config.toml, dlref show) spells them.
         ok = isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -45,6 +45,8 @@ def test_parse_overrides_needs_key_equals_value(text):
     ("hidden_units", 64, (32,), (64,)),  # One number is one layer.
     ("optimizer", "sgd", "adam", "sgd"),
     ("tune_threshold", False, True, False),
+    ("tune_threshold", "false", True, False),  # As TOML and `dlref show` spell booleans.
+    ("stateful", "True", False, True),
 ])
 def test_coerce_accepts(key, value, default, expected):
     coerced = configlib.coerce(key, value, default)
@@ -57,6 +59,7 @@ def test_coerce_accepts(key, value, default, expected):
     ("epochs", True, 200),  # bool is an int subclass; still refused.
     ("dropout_rate", "x", 0.0),
     ("tune_threshold", 1, True),
+    ("tune_threshold", "yes", True),
     ("hidden_units", "wide", (32,)),
     ("optimizer", 3, "adam"),
 ])

@@ -224,3 +224,150 @@ def test_a_constant_series_is_refused_and_hourly_starts_show_the_time(tmp_path):
     rows = "".join(f"{h.isoformat()},{np.sin(i / 3):.4f}\n" for i, h in enumerate(hours))
     data = series.prepare(_read(tmp_path, "d,v\n" + rows), 5, 0.15, 0.15)
     assert data.meta["test_start"] == "2024-01-03 04:00:00" and data.meta["season"] == 24
+
+
+# --- The stateful variant ------------------------------------------------------------------------
+# 120 days, window 5: 80 training, 17 validation and 17 test windows. In batches of 12 the oldest
+# 8 training and 5 validation windows go.
+
+
+def _stateful_data(tmp_path, batch_size=12):
+    from dlref.recipes import timeseries
+
+    config = timeseries.Config(window=5, lstm_units=(8,), stateful=True, batch_size=batch_size)
+    source = Source(data=str(_daily(tmp_path / "s.csv")), target="sales", date_column="day")
+    return config, timeseries.load_data(config, source)
+
+
+def test_stateful_batches_keep_the_most_recent_windows(tmp_path):
+    found = series.read(Source(data=str(_daily(tmp_path / "s.csv")), target="sales",
+                               date_column="day"))
+    data = series.prepare(found, 5, 0.15, 0.15)
+    trimmed = series.trim_to_batches(data, 12)
+    assert np.array_equal(trimmed.train[0], data.train[0][8:])
+    assert np.array_equal(trimmed.val[1], data.val[1][5:])
+    assert np.array_equal(trimmed.test[0], data.test[0])  # The stateless copy takes any batch.
+    steps = trimmed.extra["steps"]
+    assert np.array_equal(steps["train"], data.extra["steps"]["train"][8:])
+    for split in ("train", "val"):  # Each split keeps its most recent windows.
+        assert steps[split][-1] == data.extra["steps"][split][-1]
+    assert "left out the oldest 8 training windows and 5 validation windows" in trimmed.notes[-1]
+    assert trimmed.fingerprint != data.fingerprint and len(data.train[1]) == 80
+
+
+def test_stateful_training_keeps_time_order_and_one_batch_size(tmp_path):
+    from dlref import training
+    from dlref.recipes import timeseries
+
+    config, data = _stateful_data(tmp_path)
+    assert training.fit_options(timeseries, config) == {"shuffle": False,
+                                                        "validation_batch_size": 12}
+    assert training.fit_options(timeseries, timeseries.Config())["shuffle"] is True
+    shuffle = training.fit_options(timeseries, config)["shuffle"]
+    batches, steps = training.epoch_batches(data.train, 12, 42, 0, 1, shuffle=shuffle)
+    seen = np.concatenate([y for _, y in batches.take(steps)])
+    assert steps == 6 and np.array_equal(seen, data.train[1])
+
+
+def test_states_start_at_zero_each_epoch_and_validation_scores_the_saved_model(tmp_path):
+    """Through the tuner's HyperModel, which fits with the recipe's fit options and callbacks."""
+    import keras
+    import keras_tuner
+
+    from dlref.recipes import timeseries
+    from dlref.tuning.engine import RecipeHyperModel
+
+    def carried():
+        return sum(float(np.abs(state.numpy()).sum()) for layer in model.layers
+                   if getattr(layer, "stateful", False) for state in layer.states)
+
+    class Probe(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seen = []
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.seen.append((batch, carried()))
+
+    config, data = _stateful_data(tmp_path)
+    hp = keras_tuner.HyperParameters()
+    hypermodel = RecipeHyperModel(timeseries, config, data)
+    model, probe = hypermodel.build(hp), Probe()
+    assert "batch_size" not in hp.values  # Part of the model and the trimmed data: not tuned.
+    history = hypermodel.fit(hp, model, epochs=2, callbacks=[probe], verbose=0)
+    # Every epoch starts from zero states, and within an epoch they are carried.
+    assert [size for batch, size in probe.seen if batch == 0] == [0.0, 0.0]
+    assert all(size > 0 for batch, size in probe.seen if batch > 0)
+    stateless = timeseries.final_model(model, config, data)
+    assert not any(getattr(layer, "stateful", False) for layer in stateless.layers)
+    loss = stateless.evaluate(*data.val, batch_size=5, verbose=0)[0]
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-4)
+
+
+def test_stateful_run_saves_a_model_for_any_batch_size(tmp_path, runs_root):
+    from dlref import saved
+    from dlref.recipes import timeseries
+
+    path = _daily(tmp_path / "s.csv")
+    result = _train(path, "--set", "stateful=true", "--set", "batch_size=12", "--name", "kept")
+    helpers.assert_ok(result)
+    assert "left out the oldest 8 training windows and 5 validation windows" in result.output
+    assert "the window 12 steps earlier, which ended 7 steps before it starts" in result.output
+    run_dir = helpers.only_run(runs_root, "timeseries")
+    manifest = helpers.read_json(run_dir / "run.json")
+    assert manifest["data"]["rows"] == {"train": 72, "val": 12, "test": 17}
+    # The data rebuilt as trained, trimming included (evaluate and --resume rebuild it so).
+    data = timeseries.load_data(timeseries.Config(**manifest["config"]),
+                                Source.from_dict(manifest["source"]))
+    assert data.fingerprint == manifest["data"]["fingerprint"]
+    model = saved.load_model(run_dir / "model.keras")  # Keras safe mode.
+    assert model.input_shape == (None, 5, 1)
+    assert not any(getattr(layer, "stateful", False) for layer in model.layers)
+    one, every = model.predict(data.test[0][:1], verbose=0), model.predict(data.test[0], verbose=0)
+    assert every.shape == (17, 1) and one[0, 0] == pytest.approx(every[0, 0], abs=1e-5)
+    # A forecast fed back in, one row at a time.
+    helpers.assert_ok(helpers.invoke("predict", "kept", "--data", path, "--horizon", 2))
+
+
+def test_a_series_too_short_for_one_stateful_batch_is_refused(tmp_path, runs_root):
+    result = _train(_daily(tmp_path / "s.csv"), "--set", "stateful=True", "--set",
+                    "batch_size=20")
+    helpers.assert_user_error(result, "whole batches of 20 windows", "17 validation windows",
+                              "at most 17")
+    assert helpers.run_folders(runs_root) == []
+
+
+@pytest.mark.slow
+def test_a_resumed_stateful_run_repeats_the_uninterrupted_one(tmp_path, runs_root, monkeypatch):
+    """SIGTERM in epoch 2, then --resume: every epoch starts from zero states and the windows in
+    the same order, so the resumed epoch repeats the uninterrupted run's."""
+    import os
+    import signal
+
+    import keras
+
+    from dlref.recipes import timeseries
+    from dlref.resumable import read_history
+
+    path = _daily(tmp_path / "s.csv")
+    settings = ["--set", "stateful=True", "--set", "batch_size=12", "--set", "dropout_rate=0.2",
+                "--set", "early_stopping_patience=0"]
+    helpers.assert_ok(_train(path, *settings, "--name", "whole", epochs=3))
+
+    class Terminate(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # dlref's handler stops training at the end of this epoch.
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    own = timeseries.callbacks
+    monkeypatch.setattr(timeseries, "callbacks", lambda *args: own(*args) + [Terminate()])
+    assert _train(path, *settings, "--name", "cut", epochs=3).exit_code == 130
+    monkeypatch.setattr(timeseries, "callbacks", own)
+    result = helpers.invoke("train", "--resume", "cut")
+    helpers.assert_ok(result)
+    assert "after epoch 2 of 3" in result.output
+    folders = {folder.name.rsplit("-", 1)[1]: folder for folder in helpers.run_folders(runs_root)}
+    whole, cut = (read_history(folders[name] / "history.csv") for name in ("whole", "cut"))
+    assert [row["epoch"] for row in cut] == [0, 1, 2]
+    for ours, theirs in zip(cut, whole, strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+        assert ours["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)

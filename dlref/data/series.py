@@ -7,7 +7,8 @@ duplicate timestamps and text in the value column are refused with the rows name
 timestamps of a regular series and missing values are filled by linear interpolation, with a
 notice. Splits are by time, never shuffled across a boundary: train, then validation, then
 test. The book's pipeline follows: difference the series, scale the changes to [-1, 1] with the
-training period's range only, and cut lagged windows whose target is the next change.
+training period's range only, and cut lagged windows whose target is the next change. A stateful
+network trains on whole batches only: `trim_to_batches` drops the oldest windows that fill none.
 """
 
 import dataclasses
@@ -289,6 +290,38 @@ def prepare(series, window, val_fraction, test_fraction, season=0, test_start=""
     return Dataset(train=arrays["train"], val=arrays["val"], test=arrays["test"], meta=meta,
                    fingerprint=_fingerprint(series, shaping), notes=series.notes + lines,
                    extra=extra)
+
+
+def trim_to_batches(data, batch_size):
+    """The training and validation windows cut to whole batches of `batch_size`, for a stateful
+    network: its batch size is part of the model, so a smaller last batch cannot run.
+
+    The oldest windows of each split go, so each split keeps its most recent data. The test
+    split stays whole: the stateless copy of the network that is evaluated takes any batch size.
+    """
+    sizes = {name: len(getattr(data, name)[1]) for name in ("train", "val")}
+    if min(sizes.values()) < batch_size:
+        raise DlrefError(
+            f"A stateful network trains and validates in whole batches of {batch_size} "
+            f"windows, and this series has {sizes['train']:,} training and {sizes['val']:,} "
+            f"validation windows. Lower batch_size (--set batch_size=N, at most "
+            f"{min(sizes.values())}), give a longer series, or train without stateful.")
+    kept, steps, left_out = {}, dict(data.extra["steps"]), []
+    for name, size in sizes.items():
+        first = size % batch_size  # The oldest windows, which fill no whole batch.
+        x, y = getattr(data, name)
+        kept[name] = (x[first:], y[first:])
+        steps[name] = steps[name][first:]
+        label = "training" if name == "train" else "validation"
+        left_out += [plural(first, f"{label} window")] if first else []
+    shown = f"train {len(kept['train'][1]):,}, validation {len(kept['val'][1]):,}"
+    note = (f"Stateful batches of {batch_size}: left out the oldest {' and '.join(left_out)} "
+            f"({shown}: whole batches, the most recent data kept)." if left_out else
+            f"Stateful batches of {batch_size}: the windows fill whole batches ({shown}).")
+    digest = hashlib.sha256(f"{data.fingerprint} batches of {batch_size}".encode())
+    return dataclasses.replace(data, train=kept["train"], val=kept["val"],
+                               extra={**data.extra, "steps": steps}, notes=data.notes + [note],
+                               fingerprint=digest.hexdigest()[:16])
 
 
 def _test_size_from(series, steps, test_start):

@@ -12,6 +12,21 @@ Built-in data: the Mauna Loa CO2 record (statsmodels), monthly means 1958-2001. 
 the defaults (seed 42): test MAE 0.32 ppm over the last 77 months, against 1.13 for persistence,
 1.68 for seasonal naive and 0.24 for the seasonal ARIMA; early stopping ends it after 32 epochs
 (about 15 s here). On yearly sunspots (`--set season=11`) it beats the ARIMA: MAE 13.1 vs 17.4.
+
+The book's stateful variant (`--set stateful=true`, or the preset timeseries-stateful): each LSTM
+starts row i of a batch from the state row i of the batch before ended with. The book says the
+memory is then reset every epoch; Keras (3.15) does not do that by itself, and the book's script
+(batch 100, stateful) neither reset the states nor turned shuffling off. Here the batch size is
+fixed in the model (the default 32: a batch of 100 would leave CO2's 77 validation windows none),
+the windows stay in time order, the training and validation windows are cut to whole batches (the
+oldest go), and the states are zeroed at each epoch's start. Validation starts every batch from
+zero states, which is what the saved model does: a stateless copy holding the trained weights, so
+evaluate, predict --horizon and the saved model.keras take any batch size. Measured on CO2
+(seed 42, one run after the other on 2 CPU cores): test MAE 0.35 ppm, early stopping after
+78 epochs (69 s of epochs), against 0.32 after 32 epochs (27 s) for the stateless default; the
+baselines are unchanged (persistence 1.13, seasonal naive 1.68, ARIMA 0.24). With batch_size 10,
+the window, each row continues its row of the batch before end to end, and the network leans on
+that memory, which the stateless copy has not got: MAE 0.53, stopped after 11 epochs.
 """
 
 import dataclasses
@@ -25,6 +40,7 @@ from dlref import metrics
 from dlref.data import series as serieslib
 from dlref.errors import DlrefError
 from dlref.recipes import common
+from dlref.text import plural
 
 NAME = "timeseries"
 CHAPTER = 9
@@ -51,6 +67,7 @@ class Config:
     val_fraction: float = 0.15  # share of windows, after the training period, for validation
     test_fraction: float = 0.15  # share of windows, at the end, for the test period
     test_start: str = ""  # or a date (YYYY-MM-DD) where the test period starts
+    stateful: bool = False  # the book's stateful LSTMs: states kept batch to batch, reset per epoch
     seed: int = 42  # seeds the weights and the order of the windows
 
 
@@ -75,24 +92,100 @@ def load_data(config, source):
     data = serieslib.prepare(found, config.window, config.val_fraction, config.test_fraction,
                              config.season, config.test_start)
     data.meta["date_column"] = source.date_column
+    if config.stateful:
+        data = serieslib.trim_to_batches(data, config.batch_size)
+        data.notes.append(_carried_state_note(config))
     return data
+
+
+def _carried_state_note(config):
+    """What a row's carried state comes from: row i of batch k+1 is the window batch_size steps
+    after row i of batch k, so the two meet end to end only when batch_size equals the window."""
+    gap = config.batch_size - config.window
+    where = ("which ends where it starts" if gap == 0 else
+             f"which ended {plural(gap, 'step')} before it starts" if gap > 0 else
+             f"which overlaps it by {plural(-gap, 'step')}")
+    return (f"Stateful: each row of a batch starts from the state its row of the batch before "
+            f"left: the window {config.batch_size} steps earlier, {where}.")
 
 
 # --- Model -----------------------------------------------------------------------------------
 
 
 def build_model(config, data):
-    inputs = keras.Input(shape=(config.window, 1), name="changes")
+    # A stateful LSTM holds one state per row of its batch, so the batch size is in the model.
+    batch_size = config.batch_size if config.stateful else None
+    inputs = keras.Input(shape=(config.window, 1), batch_size=batch_size, name="changes")
     x = inputs
     for index, units in enumerate(config.lstm_units):
         last = index == len(config.lstm_units) - 1
         x = layers.LSTM(int(units), return_sequences=not last, dropout=config.dropout_rate,
-                        name=f"lstm_{index + 1}")(x)
+                        stateful=config.stateful, name=f"lstm_{index + 1}")(x)
     outputs = layers.Dense(1, name="next_change")(x)
     model = keras.Model(inputs, outputs, name="lstm_forecast")
     model.compile(optimizer=common.make_optimizer(config), loss="mean_squared_error",
                   metrics=["mae"])
     return model
+
+
+# --- Stateful training -----------------------------------------------------------------------
+
+
+def fit_options(config):
+    """Stateful: the windows in time order, and validation in batches of the model's size."""
+    if not config.stateful:
+        return {}
+    return {"shuffle": False, "validation_batch_size": config.batch_size}
+
+
+class ResetStates(keras.callbacks.Callback):
+    """Zeroes the stateful LSTMs' states at the start of every epoch and of every validation
+    batch (one batch per step: steps_per_execution must stay 1).
+
+    Keras 3.15 never does it itself: fit carries the states from batch to batch, from training
+    into validation and on into the next epoch, and keras.Model has no reset_states() any more,
+    only each RNN layer's reset_state().
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The book's reset every epoch: each epoch starts from zero states, as the first did, so
+        # a resumed epoch starts as it would have (the backup holds no states).
+        _reset_states(self.model)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        # Validation from zero states, batch by batch, is the stateless copy that is saved and
+        # evaluated (final_model), so val_loss, which picks the best checkpoint and stops
+        # training, scores the model the run delivers. States carried in from training would
+        # score a network forecasting from memory of the whole training period, which the saved
+        # model has not got.
+        _reset_states(self.model)
+
+
+def _reset_states(model):
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_state()
+
+
+def callbacks(config, data, run_dir):
+    return [ResetStates()] if config.stateful else []
+
+
+def final_model(model, config, data):
+    """The model to evaluate and save: a stateful network's layers rebuilt without state (any
+    batch size; each forecast from its window alone, as validation scored it) with its weights."""
+    if not config.stateful:
+        return model
+    stateless = build_model(dataclasses.replace(config, stateful=False), data)
+    stateless.set_weights(model.get_weights())
+    if model.optimizer is not None and model.optimizer.built:
+        # The optimizer's state too, as a stateless run saves it: a model.keras whose optimizer
+        # was never built makes Keras warn on every load that it skipped the saved variables.
+        variables = {}
+        model.optimizer.save_own_variables(variables)
+        stateless.optimizer.build(stateless.trainable_variables)
+        stateless.optimizer.load_own_variables(variables)
+    return stateless
 
 
 # --- Search space ----------------------------------------------------------------------------
@@ -102,12 +195,15 @@ def search_space(hp, config):
     widths = sorted({32, 64, 100, 128, int(config.lstm_units[0])})
     units = hp.Choice("lstm_units", widths, default=int(config.lstm_units[0]))
     depth = hp.Int("depth", 1, 2, default=len(config.lstm_units))
+    # A stateful network's batch size is in the model and in the trimmed data: it stays as set.
+    batch_size = (config.batch_size if config.stateful else
+                  hp.Choice("batch_size", [16, 32, 64], default=config.batch_size))
     return dataclasses.replace(
         config, lstm_units=(units,) * depth,
         dropout_rate=hp.Float("dropout_rate", 0.0, 0.5, step=0.1, default=config.dropout_rate),
         learning_rate=hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
                                default=config.learning_rate),
-        batch_size=hp.Choice("batch_size", [16, 32, 64], default=config.batch_size))
+        batch_size=batch_size)
 
 
 # --- Evaluation ------------------------------------------------------------------------------

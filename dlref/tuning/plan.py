@@ -79,12 +79,19 @@ def objective_for(spec, module, config, data):
 
 
 def available_metrics(module, config, data):
-    """What the model writes into Keras' logs, found by evaluating it on two validation rows."""
+    """What the model writes into Keras' logs, found by evaluating it on a few validation rows
+    (a whole batch for a stateful network, whose batch size is part of the model)."""
     import keras
 
     model = module.build_model(config, data)
     x_val, y_val = data.val
-    names = list(model.evaluate(x_val[:2], y_val[:2], verbose=0, return_dict=True))
+    rows = config.batch_size if getattr(config, "stateful", False) else 2
+
+    def head(part):  # A model with several inputs (seq2seq) takes a tuple of arrays.
+        return tuple(head(p) for p in part) if isinstance(part, (tuple, list)) else part[:rows]
+
+    names = list(model.evaluate(head(x_val), head(y_val), batch_size=rows, verbose=0,
+                                return_dict=True))
     keras.backend.clear_session()
     extra = ["roc_auc"] if uses_roc_auc(module) else []
     return names + [f"val_{name}" for name in names + extra]
