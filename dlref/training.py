@@ -7,6 +7,7 @@ baselines and plots behave the same everywhere. A run's state lives in its folde
 
 import math
 import sys
+from pathlib import Path
 
 from dlref import config as configlib
 from dlref import io, registry, runs, saved
@@ -71,14 +72,16 @@ def source_and_recipe(name, source, config_file):
         source = combined
     name = name or document.get("recipe")
     if name is None:
-        if not (source.data and source.target):
+        folder = bool(source.data) and Path(source.data).is_dir()  # Of text files per class.
+        if not (source.data and (source.target or folder)):
             raise DlrefError("Name a recipe or preset (dlref list shows them), or give --data "
                              "and --target to let dlref choose from the target, or pass "
                              "--resume RUN.")
         from dlref.data.target import task_of
 
         name, reason = task_of(source)
-        print(f"Recipe: {name} (target {source.target!r}: {reason})", flush=True)
+        why = f"target {source.target!r}: {reason}" if source.target else reason
+        print(f"Recipe: {name} ({why})", flush=True)
     return name, source
 
 

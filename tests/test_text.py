@@ -225,3 +225,17 @@ def test_text_options_go_with_their_recipes(tmp_path, binary_csv, trained):
     helpers.assert_user_error(
         helpers.invoke("predict", trained["binary"]["run"], "--text", "hi", "--data", binary_csv),
         "not both")
+
+
+def test_free_text_or_a_folder_chooses_the_text_recipe(tmp_path, runs_root):
+    from dlref.data.target import task_of
+
+    reviews = helpers.write_csv(tmp_path / "r.csv", ["id", "review", "label"],
+                                [[i, text, label] for i, (text, label) in enumerate(_reviews(40))])
+    assert task_of(Source(data=str(reviews), target="label"))[0] == "text"
+    short = helpers.write_csv(tmp_path / "s.csv", ["color", "label"],
+                              [[c, c == "red"] for c in ["red", "green", "blue", "red"] * 10])
+    assert task_of(Source(data=str(short), target="label"))[0] == "binary"
+    result = helpers.invoke("train", "--data", _folder(tmp_path / "topics"), *SMALL)
+    helpers.assert_ok(result)
+    assert "Recipe: text (a folder" in result.output

@@ -1,5 +1,7 @@
 """The target column: which task it is, and its encoding (numbers, class indices, 0/1)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -41,12 +43,37 @@ def task_of(source):
     """(recipe, reason) for `dlref train --data F --target T` without a recipe name."""
     from dlref.data.tables import read_table
 
+    if Path(source.data).is_dir():
+        return "text", "a folder: one sub-folder of text files per class -> text"
     frame, _ = read_table(source.data)
     check_present(frame, source.target.strip(), source.data)
     task, reason = infer_task(clean(frame[source.target.strip()]))
+    if task != "regression":
+        if source.text_column:
+            return "text", f"{reason}, from the texts of --text-column -> text"
+        column, words = free_text_column(frame, source.target.strip())
+        if column:
+            return "text", (f"{reason}; {column!r} holds free text (median {words} words) "
+                            "-> text")
     if source.positive_class is not None and task == "multiclass":
         return "binary", f"--positive-class {source.positive_class} -> binary, one-vs-rest"
     return task, reason
+
+
+def free_text_column(frame, target):
+    """(column, median word count) of the column with the longest free text (nearly every
+    value distinct, a median of 8 words or more: names and addresses are shorter), or (None, 0)."""
+    from dlref.data.tables import is_text
+
+    found = (None, 0)
+    for name in frame.columns:
+        values = frame[name].dropna()
+        if name == target or not is_text(frame[name]) or len(values) < 10:
+            continue
+        words = int(values.astype(str).str.split().str.len().median())
+        if values.nunique() >= 0.9 * len(values) and words >= 8 and words > found[1]:
+            found = (name, words)
+    return found
 
 
 def infer_task(series):
