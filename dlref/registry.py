@@ -20,6 +20,7 @@ RECIPES = {
     "multiclass": "dlref.recipes.multiclass",
     "timeseries": "dlref.recipes.timeseries",
     "text": "dlref.recipes.text",
+    "seq2seq": "dlref.recipes.seq2seq",
 }
 
 _IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE")

@@ -35,10 +35,12 @@ def metrics_table(metrics):
     """A short text table: metric | model | trivial | classical."""
     columns = [p for p in PREDICTORS if any(p in row for row in metrics.values())]
     widths = [max(12, len(c) + 2) for c in columns]
-    lines = [f"{'metric':<12}" + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))]
+    first = max([12, *(len(name) + 1 for name in metrics)])  # char_error_rate is 15 letters.
+    lines = [f"{'metric':<{first}}"
+             + "".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True))]
     for name, row in metrics.items():
-        lines.append(f"{name:<12}" + "".join(f"{_fmt(row.get(c)):>{w}}"
-                                             for c, w in zip(columns, widths, strict=True)))
+        lines.append(f"{name:<{first}}" + "".join(f"{_fmt(row.get(c)):>{w}}"
+                                                  for c, w in zip(columns, widths, strict=True)))
     return "\n".join(lines)
 
 

@@ -288,8 +288,9 @@ def _fit(module, config, data, run_dir, requests):
         history=history, early_stopping_patience=getattr(config, "early_stopping_patience", 0),
         seed=config.seed, requests=requests,
     )
-    # A recipe's own callbacks (seq2seq's sample translations, a stateful LSTM's state reset).
-    callbacks += module.callbacks(config, data, run_dir) if hasattr(module, "callbacks") else []
+    # A recipe's own callbacks (seq2seq's sample translations, a stateful LSTM's state reset),
+    # after the epoch's line.
+    own = module.callbacks(config, data, run_dir) if hasattr(module, "callbacks") else []
     epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs,
                          best_value(history, module.MONITOR, module.MODE))
     options = fit_options(module, config)
@@ -298,7 +299,7 @@ def _fit(module, config, data, run_dir, requests):
     model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=config.epochs,
               shuffle=False,  # epoch_batches shuffles.
               validation_data=data.val, validation_batch_size=options["validation_batch_size"],
-              callbacks=[*callbacks, epoch_log], verbose=0)
+              callbacks=[*callbacks, epoch_log, *own], verbose=0)
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first] + epoch_log.seconds
     stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
     stopped_at = stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None
