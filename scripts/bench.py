@@ -213,6 +213,9 @@ def main():
         samples, epoch = recipe_throughput("text", "--set", f"model={model}", epochs=3)
         print(f"| train text, {model}, built-in IMDB reviews (17,500 train, 400 words), "
               f"s/epoch; samples/s | {epoch:.1f} s; {samples:,.0f} samples/s |")
+    samples, epoch = recipe_throughput("seq2seq", epochs=4)
+    print(f"| train seq2seq, built-in numbers (800 train pairs, LSTM(256) x2), s/epoch; "
+          f"samples/s | {epoch:.1f} s; {samples:,.0f} samples/s |")
     tune = tuning()
     for name, value in (tune or {}).items():
         print(f"| tune: {name} | {value} |")
