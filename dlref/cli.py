@@ -204,6 +204,10 @@ def train(
 
       dlref train multiclass-dropout --set learning_rate=0.0005
 
+      dlref train text --data reviews.csv --target sentiment --text-column review
+
+      dlref train seq2seq --data fra.txt
+
       dlref train --config runs/binary/tune-20261123-101500-a1b2/best.toml
 
       dlref train --resume runs/binary/20261123-101500-a1b2
