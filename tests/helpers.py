@@ -21,6 +21,7 @@ RECIPE_PLOTS = {
     "binary": "roc_curve",
     "multiclass": "confusion_matrix",
     "timeseries": "forecast",
+    "text": "roc_curve",
 }
 
 
@@ -96,11 +97,28 @@ def multiclass_csv(path, delimiter=",", **kwargs):
     return write_csv(path, *multiclass_rows(**kwargs), delimiter=delimiter)
 
 
-# Each tabular recipe's tiny data: (writer, target column).
+def reviews_csv(path, rows=60, seed=0):
+    """Short reviews (filler words with three positive or negative ones) in 'review', their
+    'sentiment' (positive / negative, half each): the text recipe learns it in an epoch or two."""
+    rng = np.random.default_rng(seed)
+    words = {"positive": ["wonderful", "moving", "brilliant", "funny", "superb", "charming"],
+             "negative": ["boring", "dull", "awful", "clumsy", "tedious", "bland"]}
+    filler = ["the", "film", "plot", "actors", "was", "story", "and", "a", "scene"]
+    table = []
+    for i in range(rows):
+        label = ("positive", "negative")[i % 2]
+        chosen = list(rng.choice(filler, 8)) + list(rng.choice(words[label], 3))
+        rng.shuffle(chosen)
+        table.append([" ".join(chosen).capitalize() + ".", label])
+    return write_csv(path, ["review", "sentiment"], table)
+
+
+# Each recipe's tiny data from a table: (writer, target column).
 TINY_DATA = {
     "regression": (regression_csv, "y"),
     "binary": (binary_csv, "churned"),
     "multiclass": (multiclass_csv, "species"),
+    "text": (reviews_csv, "sentiment"),
 }
 
 
