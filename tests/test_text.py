@@ -239,3 +239,15 @@ def test_free_text_or_a_folder_chooses_the_text_recipe(tmp_path, runs_root):
     result = helpers.invoke("train", "--data", _folder(tmp_path / "topics"), *SMALL)
     helpers.assert_ok(result)
     assert "Recipe: text (a folder" in result.output
+
+
+def test_a_given_test_set_is_used_whole_and_fingerprinted(tmp_path):
+    from dlref.recipes import text
+
+    _folder(tmp_path / "train")
+    _folder(tmp_path / "test", seed=1)
+    source = Source(data=str(tmp_path))
+    data = text.load_data(text.Config(), source)
+    assert len(data.test[1]) == 61 and len(data.train[1]) + len(data.val[1]) == 61
+    (tmp_path / "test" / "space" / "0001").write_text("A changed test text about orbits")
+    assert text.load_data(text.Config(), source).fingerprint != data.fingerprint

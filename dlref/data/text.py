@@ -307,12 +307,15 @@ def load(source, config):
                      f"{covered:,} of {len(vocabulary):,} vocabulary words "
                      f"({100 * covered / max(1, len(vocabulary) - 2):.1f} %); the rest start "
                      "random.")
+    # A given test set is part of the data too: a resume or evaluate notices when it changed.
+    every = ((pd.concat([texts, test_texts]), pd.concat([labels, test_labels])) if given_test
+             else (texts, labels))
     notes.append(summary(found.where, task, labels_meta, {name: len(part) for name, part in
                                                            split.items()}, texts, length,
                          len(vocabulary), given_test))
     return Dataset(train=(ids["train"], y[train_rows]), val=(ids["val"], y[val_rows]),
                    test=(ids["test"], y_test), meta=meta,
-                   fingerprint=fingerprint(texts, labels, source, meta), notes=notes,
+                   fingerprint=fingerprint(*every, source, meta), notes=notes,
                    extra=extra)
 
 
