@@ -83,7 +83,6 @@ def classical_scores(module, data, seed=None, outputs=None):
         seed: fits the baseline here when its test `outputs` are not given.
         outputs: the baseline's test outputs (reports.classical_outputs), when already fitted.
     """
-
     if outputs is None:
         outputs = _classical_outputs(module, data, seed)
     return module.score(data.test[1], outputs, {**data.meta, "threshold": 0.5})
