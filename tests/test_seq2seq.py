@@ -269,3 +269,10 @@ def test_interrupt_then_resume(tmp_path, runs_root):
     assert helpers.read_json(run_dir / "run.json")["status"] == "completed"
     samples = list((run_dir / "logs" / "samples").glob("events.out.tfevents.*"))
     assert len(samples) == 2  # One writer before the interruption, one after.
+
+
+def test_no_break_spaces_are_read_as_spaces(tmp_path):
+    path = tmp_path / "fra.txt"
+    path.write_text("Go!\tVa\u00a0!\nRun!\tCours\u202f!\n" * 6, encoding="utf-8")
+    found = pairs.read_tsv(path)
+    assert found.targets[:2] == ["Va !", "Cours !"]
