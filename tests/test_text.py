@@ -251,3 +251,21 @@ def test_a_given_test_set_is_used_whole_and_fingerprinted(tmp_path):
     assert len(data.test[1]) == 61 and len(data.train[1]) + len(data.val[1]) == 61
     (tmp_path / "test" / "space" / "0001").write_text("A changed test text about orbits")
     assert text.load_data(text.Config(), source).fingerprint != data.fingerprint
+
+
+@pytest.mark.parametrize("recipe, values, allowed", [
+    ("text", {"test_fraction": 0.0}, True),  # A given test set (a folder's test/) replaces it.
+    ("timeseries", {"test_fraction": 0.0}, False),
+    ("seq2seq", {"val_fraction": 0.5, "test_fraction": 0.4}, False),
+    ("text", {"val_fraction": 0.0}, False),
+])
+def test_the_sequence_recipes_check_their_held_out_shares(recipe, values, allowed):
+    from dlref import registry
+
+    module = registry.load(recipe)
+    config = module.Config(**values)
+    if allowed:
+        module.check_config(config)
+    else:
+        with pytest.raises(DlrefError, match="val_fraction and test_fraction must be below 1"):
+            module.check_config(config)

@@ -27,6 +27,18 @@ def check_dense_config(config):
     check_training(config)
 
 
+def check_fractions(config, test_may_be_zero=False):
+    """The shares held out for validation and test: each in (0, 1) (test in [0, 1) where a
+    given test set may replace it), together below 0.9 so that something is left to train on."""
+    lowest = 0 <= config.test_fraction if test_may_be_zero else 0 < config.test_fraction
+    if not (0 < config.val_fraction < 1 and lowest and config.test_fraction < 1
+            and config.val_fraction + config.test_fraction < 0.9):
+        above = "val_fraction above 0" if test_may_be_zero else "both above 0"
+        raise DlrefError(f"val_fraction and test_fraction must be below 1, {above}, with a "
+                         f"sum below 0.9 (got {config.val_fraction} and "
+                         f"{config.test_fraction}).")
+
+
 def check_training(config):
     """The settings every recipe trained by the shared loop has: step size, batches, epochs."""
     if not 0 <= getattr(config, "dropout_rate", 0) < 1:

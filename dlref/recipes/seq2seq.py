@@ -63,9 +63,7 @@ def check_config(config):
     if config.max_length < 1 or config.num_samples < 0 or config.sample_translations < 0:
         raise DlrefError("max_length must be at least 1; num_samples and sample_translations "
                          "at least 0.")
-    if not (0 < config.val_fraction < 1 and 0 < config.test_fraction < 1
-            and config.val_fraction + config.test_fraction < 0.9):
-        raise DlrefError("val_fraction and test_fraction must be above 0, with a sum below 0.9.")
+    common.check_fractions(config)
     common.check_training(config)
 
 

@@ -76,10 +76,7 @@ def check_config(config):
     small = [f"{name}={getattr(config, name)}" for name in sizes if getattr(config, name) < 1]
     if small:
         raise DlrefError(f"{', '.join(small)}: layer sizes must be at least 1.")
-    if not (0 < config.val_fraction < 1 and 0 <= config.test_fraction < 1
-            and config.val_fraction + config.test_fraction < 0.9):
-        raise DlrefError("val_fraction and test_fraction must be in [0, 1), val_fraction above "
-                         "0, with a sum below 0.9.")
+    common.check_fractions(config, test_may_be_zero=True)  # A given test set replaces it.
     common.check_training(config)
 
 

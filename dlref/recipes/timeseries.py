@@ -77,9 +77,7 @@ def check_config(config):
         raise DlrefError(f"lstm_units must be positive layer widths, got {config.lstm_units}.")
     if config.window < 1 or config.season < 0:
         raise DlrefError("window must be at least 1 and season at least 0.")
-    if not (0 < config.val_fraction < 1 and 0 < config.test_fraction < 1
-            and config.val_fraction + config.test_fraction < 0.9):
-        raise DlrefError("val_fraction and test_fraction must be above 0, with a sum below 0.9.")
+    common.check_fractions(config)
     common.check_training(config)
 
 
