@@ -400,7 +400,7 @@ def load_labelled(path, meta):
     texts, labels = _usable(texts, labels, str(path), notes)
     _say(notes)
     y = target.apply(labels.rename(meta["target"]), meta, meta["task"], str(path))
-    x = words.ids_for(clean(texts), meta)
+    x = words.ids_for(texts, meta)  # Cleaned by _usable.
     empty = (x[:0], y[:0])
     return Dataset(train=empty, val=empty, test=(x, y), meta=meta,
                    extra={"texts": {"test": list(texts)}})

@@ -11,7 +11,7 @@ import hashlib
 import json
 
 from dlref.errors import DlrefError, close_match
-from dlref.training import seeded_load, uses_roc_auc
+from dlref.training import fit_options, seeded_load, uses_roc_auc
 
 ALGORITHMS = ("hyperband", "random", "bayesian")
 
@@ -79,13 +79,13 @@ def objective_for(spec, module, config, data):
 
 
 def available_metrics(module, config, data):
-    """What the model writes into Keras' logs, found by evaluating it on a few validation rows
-    (a whole batch for a stateful network, whose batch size is part of the model)."""
+    """What the model writes into Keras' logs, found by evaluating it on one validation batch
+    of the size training validates with (a stateful network has its batch size built in)."""
     import keras
 
     model = module.build_model(config, data)
     x_val, y_val = data.val
-    rows = config.batch_size if getattr(config, "stateful", False) else 2
+    rows = min(len(y_val), fit_options(module, config)["validation_batch_size"])
 
     def head(part):  # A model with several inputs (seq2seq) takes a tuple of arrays.
         return tuple(head(p) for p in part) if isinstance(part, (tuple, list)) else part[:rows]
