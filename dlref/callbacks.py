@@ -134,7 +134,8 @@ class GracefulInterrupt(keras.callbacks.Callback):
 
 
 def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=False, history=(),
-                   early_stopping_patience=0, histograms=True, seed=None):
+                   early_stopping_patience=0, histograms=True, seed=None, leading=(),
+                   stage_start=0):
     """The callbacks for one fit, in the order DESIGN.md section 6 gives.
 
     Args:
@@ -148,11 +149,17 @@ def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=Fals
         histograms: weight histograms in TensorBoard every epoch.
         seed: re-seed every epoch from (seed, epoch) (EpochSeeds); None = no re-seeding.
         requests: the run's installed StopRequests (see GracefulInterrupt).
+        leading: the recipe's metric callbacks (metric_callbacks hook), placed before
+            TensorBoard and the checkpoints so that what they write into the logs (a GAN's
+            sample quality) can be logged and monitored.
+        stage_start: the first epoch of the current stage (transfer learning): early stopping
+            counts from there.
     """
     run_dir = Path(run_dir)
     best_so_far = best_value(history, monitor, mode)
     callbacks = [EpochSeeds(seed)] if seed is not None else []
     callbacks += [RocAuc(*validation)] if roc_auc else []
+    callbacks += list(leading)
     callbacks += [
         EpochTensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=int(histograms),
                          write_graph=True, update_freq="epoch", profile_batch=0),
@@ -165,7 +172,8 @@ def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=Fals
         keras.callbacks.TerminateOnNaN(raise_error=True),
     ]
     if early_stopping_patience > 0:
-        callbacks.append(ResumableEarlyStopping(monitor, mode, early_stopping_patience, history))
+        stage = [row for row in history if row["epoch"] >= stage_start]
+        callbacks.append(ResumableEarlyStopping(monitor, mode, early_stopping_patience, stage))
     callbacks.append(GracefulInterrupt(requests))
     return callbacks
 
@@ -195,3 +203,16 @@ class EpochLog(keras.callbacks.Callback):
         width = len(str(self.epochs))
         print(f"epoch {epoch + 1:>{width}}/{self.epochs}  {shown}{'  *' if better else ''}"
               f"  ({self.seconds[-1]:.1f}s)", flush=True)
+
+
+class StageMark(keras.callbacks.Callback):
+    """Writes the training stage (1, 2, ...) into each epoch's logs, so that history.csv and
+    TensorBoard show where a two-stage run (transfer learning) switched."""
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["stage"] = self.stage

@@ -57,6 +57,10 @@ Dataset = typer.Option(None, "--dataset", help="A named dataset, e.g. mnist (dow
 SetItems = typer.Option([], "--set", help="Override: key=value (repeatable).")
 Seed = typer.Option(None, "--seed", help="Shortcut for --set seed=N.")
 RunName = typer.Option(None, "--name", help="Suffix for the run folder.")
+Base = typer.Option(None, "--base", help="transfer: the pretrained network, mobilenet_v2 "
+                    "(default), inception_v3 (the book's), resnet50 or efficientnet_b0.")
+Weights = typer.Option(None, "--weights", help="transfer: imagenet (default; downloads once), "
+                       "none, or a .keras model (e.g. an earlier cnn run's model.keras).")
 
 
 def user_errors(command):
@@ -179,6 +183,8 @@ def train(
     date_column: str | None = DateColumn,
     text_column: str | None = TextColumn,
     embeddings: str | None = Embeddings,
+    base: str | None = Base,
+    weights: str | None = Weights,
     config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
     set_: list[str] = SetItems,
@@ -220,7 +226,7 @@ def train(
                             missing=missing, drop=drop, features=features,
                             max_categories=max_categories, date_column=date_column,
                             text_column=text_column, embeddings=embeddings,
-                            config=config, set=set_, seed=seed,
+                            config=config, set=set_, seed=seed, base=base, weights=weights,
                             name_=run_name, strategy=strategy != "default")
         run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs, name=name)
     else:
@@ -229,9 +235,20 @@ def train(
                          embeddings)
         run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
-                                 strategy=strategy, argv=sys.argv)
+                                 strategy=strategy, argv=sys.argv,
+                                 shortcuts=_shortcuts(base, weights))
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
+
+
+def _shortcuts(base, weights):
+    """--base and --weights as config values; a weights file as an absolute path, so that the
+    run's config.toml works from any folder."""
+    if weights and weights.lower() in ("imagenet", "none"):
+        weights = weights.lower()
+    elif weights:
+        weights = os.path.abspath(weights)
+    return {"base": base, "weights": weights}
 
 
 def _refuse_with_resume(**given):
@@ -281,6 +298,8 @@ def tune(
     date_column: str | None = DateColumn,
     text_column: str | None = TextColumn,
     embeddings: str | None = Embeddings,
+    base: str | None = Base,
+    weights: str | None = Weights,
     train_best: bool = typer.Option(False, "--train-best", help="After the search, train the "
                                     "best config into a normal run folder."),
     config: str | None = typer.Option(None, "--config", help="TOML config: the base of "
@@ -335,9 +354,13 @@ def tune(
     if train_best and role == "worker":
         raise DlrefError("--train-best goes with the chief (or a single process), not a worker.")
     if resume:
+        if base or weights:
+            raise DlrefError("--base and --weights cannot change a search; --resume continues "
+                             "it as it started.")
         run_dir = tuning.resume(resume, name=name, **options)
     else:
-        run_dir = tuning.tune(name, run_name=run_name, **options)
+        run_dir = tuning.tune(name, run_name=run_name, shortcuts=_shortcuts(base, weights),
+                              **options)
     if run_dir is None or (role != "worker"
                            and runs.read_manifest(run_dir)["status"] != "completed"):
         raise typer.Exit(130)
@@ -393,6 +416,11 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     horizon: int | None = typer.Option(None, "--horizon", help="timeseries: forecast this "
                                        "many steps after the file's last row (default 1)."),
+    samples: int | None = typer.Option(None, "--samples", help="gan: write N generated images "
+                                       "(PNG files and grid.png) into --output (default "
+                                       "RUN/samples)."),
+    seed: int | None = typer.Option(None, "--seed", help="gan: the noise of --samples "
+                                    "(default: the run's seed)."),
     runs_dir: str | None = RunsDir,
 ):
     """Write predictions (and class probabilities) for new rows to a CSV.
@@ -402,9 +430,25 @@ def predict(
       dlref predict runs/binary/20261123-101500-a1b2 --data new.csv
 
       dlref predict runs/text/20261127-101500-a1b2 --text "A gripping, funny film."
+
+      dlref predict runs/cnn/20261127-101500-a1b2 --data photos/
+
+      dlref predict runs/gan/20261127-101500-a1b2 --samples 64
     """
     from dlref import saved
     from dlref.text import plural
+
+    if samples is not None:
+        if data or text or horizon:
+            raise DlrefError("--samples makes new images: it takes no --data, --text or "
+                             "--horizon.")
+        folder, written = saved.sample_run(run, samples, output, runs_dir=runs_dir,
+                                           overwrite=overwrite, seed=seed)
+        typer.echo(f"Wrote {plural(samples, 'image')} and a grid ({len(written)} files) to "
+                   f"{folder}")
+        return
+    if seed is not None:
+        raise DlrefError("--seed goes with --samples (a gan run's generated images).")
 
     if bool(data) == bool(text):
         raise DlrefError("Give --data FILE, or --text \"...\" (text and seq2seq runs), "

@@ -21,6 +21,9 @@ RECIPES = {
     "timeseries": "dlref.recipes.timeseries",
     "text": "dlref.recipes.text",
     "seq2seq": "dlref.recipes.seq2seq",
+    "cnn": "dlref.recipes.cnn",
+    "transfer": "dlref.recipes.transfer",
+    "gan": "dlref.recipes.gan",
 }
 
 _IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE")

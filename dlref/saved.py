@@ -29,9 +29,11 @@ def finish(module, config, data, model, run_dir):
     classical = None
     if hasattr(module, "score") and len(data.train[1]):
         # Fitted once, then scored and drawn (the binary ROC curve) from the same outputs.
-        classical = _classical_outputs(module, data, config.seed)
-        for metric, value in classical_scores(module, data, outputs=classical).items():
-            result["metrics"][metric]["classical"] = value
+        classical = _classical_outputs(module, data, config.seed)  # None: turned off.
+        column = getattr(module, "CLASSICAL_COLUMN", "classical")  # transfer: "scratch"
+        scores = classical_scores(module, data, outputs=classical) if classical is not None else {}
+        for metric, value in scores.items():
+            result["metrics"][metric][column] = value
     io.save_model(model, run_dir / "model.keras")
     io.write_json(run_dir / "artifacts" / "meta.json", data.meta)
     io.write_json(run_dir / "metrics.json", {"split": "test", "rows": int(len(data.test[1])),
@@ -203,10 +205,11 @@ def evaluate_run(ref, runs_dir=None, data_path=None):
             "file instead: dlref evaluate RUN --data FILE"))
         data.meta = meta
     result = module.evaluate(model, data)
+    # The baselines fitted when the run finished (classical, scratch) are not fitted again.
     saved = io.read_json(run_dir / "metrics.json") if not data_path else {}
     for metric, row in result["metrics"].items():
-        if "classical" in saved.get("metrics", {}).get(metric, {}):
-            row["classical"] = saved["metrics"][metric]["classical"]
+        for column, value in saved.get("metrics", {}).get(metric, {}).items():
+            row.setdefault(column, value)
     return run_dir, result
 
 
@@ -238,3 +241,21 @@ def predict_text(ref, texts, runs_dir=None):
         raise DlrefError(f"--text goes with the text and seq2seq recipes; {ref} is a "
                          f"{manifest['recipe']} run, which predicts from --data FILE.")
     return module.predict(model, meta, None, text=texts)
+
+
+def sample_run(ref, count, output=None, runs_dir=None, overwrite=False, seed=None):
+    """Writes `count` images made by a generative run's model (PNG files and a grid) into the
+    folder `output` (default: RUN/samples); returns the folder and the files written."""
+    run_dir, manifest, module, model, meta = open_run(ref, runs_dir)
+    if not hasattr(module, "sample"):
+        raise DlrefError(f"--samples goes with the gan recipe; {ref} is a {manifest['recipe']} "
+                         "run, which predicts from --data.")
+    if count < 1:
+        raise DlrefError(f"--samples must be at least 1, got {count}.")
+    output = Path(output) if output else run_dir / "samples"
+    if output.exists() and not output.is_dir():
+        raise DlrefError(f"{output} is a file; --output for --samples names a folder.")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise DlrefError(f"{output} is not empty; choose another --output or pass --overwrite.")
+    seed = manifest["config"].get("seed", 0) if seed is None else seed
+    return output, module.sample(model, meta, count, output, seed)

@@ -15,10 +15,11 @@ from dlref.data import Source
 from dlref.errors import DlrefError
 
 
-def resolve_config(name, config_file=None, overrides=(), epochs=None, seed=None):
+def resolve_config(name, config_file=None, overrides=(), epochs=None, seed=None, shortcuts=None):
     """Returns (recipe, preset name or None, resolved values) without importing the recipe.
 
-    Precedence: Config defaults < preset < --config file < --set < --epochs / --seed.
+    Precedence: Config defaults < preset < --config file < --set < --epochs / --seed and the
+    recipe-specific `shortcuts` (option name -> value: --base, --weights of transfer).
     """
     recipe, preset = registry.resolve(name)
     defaults = {key: default for key, default, _ in registry.config_fields(recipe)}
@@ -33,8 +34,14 @@ def resolve_config(name, config_file=None, overrides=(), epochs=None, seed=None)
             )
         layers.append((str(config_file), document.get("config", {})))
     layers.append(("--set", configlib.parse_overrides(overrides)))
-    shortcuts = {"epochs": epochs, "seed": seed}
-    layers.append(("options", {k: v for k, v in shortcuts.items() if v is not None}))
+    given = {k: v for k, v in (shortcuts or {}).items() if v is not None}
+    for key in given:
+        if key not in defaults:
+            owners = [r for r in registry.RECIPES
+                      if key in {field for field, _, _ in registry.config_fields(r)}]
+            raise DlrefError(f"--{key} goes with the {' and '.join(owners)} recipe, not {recipe}.")
+    given.update({k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None})
+    layers.append(("options", given))
     values = configlib.merge(defaults, layers)
     if not 0 <= values.get("seed", 0) < 2**32:  # What NumPy's and Keras' generators accept.
         raise DlrefError(f"seed must be a whole number from 0 to {2**32 - 1:,}, got "
@@ -96,13 +103,13 @@ def show_data(data):
 
 
 def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None, seed=None,
-          run_name=None, runs_dir=None, strategy="default", argv=()):
+          run_name=None, runs_dir=None, strategy="default", argv=(), shortcuts=None):
     """Trains recipe or preset NAME into a new run folder; returns the run folder."""
     from dlref.backend import STRATEGIES
 
     root = runs.runs_root(runs_dir)  # A runs folder that is a file fails before the data.
     name, source = source_and_recipe(name, source, config_file)
-    recipe, preset, values = resolve_config(name, config_file, overrides, epochs, seed)
+    recipe, preset, values = resolve_config(name, config_file, overrides, epochs, seed, shortcuts)
     if run_name is not None:
         runs.validate_name(run_name)
     if strategy not in STRATEGIES:
@@ -267,42 +274,43 @@ def _stop_now(run_dir, requests):
 
 
 def _fit(module, config, data, run_dir, requests):
-    """Trains from the last backup (or from scratch); returns the model, or None when a signal
-    stopped training before its end."""
+    """Trains from the last backup (or from scratch), stage by stage; returns the model, or
+    None when a signal stopped training before its end."""
     import keras
 
     from dlref.backend import distribution_strategy
-    from dlref.callbacks import EpochLog, make_callbacks
-    from dlref.resumable import (ResumableEarlyStopping, best_value, read_history,
-                                 restore_backup)
+    from dlref.resumable import backup_epoch, read_history, restore_backup
 
     keras.utils.set_random_seed(config.seed)
     manifest = runs.read_manifest(run_dir)
-    with distribution_strategy(manifest.get("strategy", "default")).scope():
+    scope = distribution_strategy(manifest.get("strategy", "default")).scope
+    stages = _stages(module, config)
+    backup_dir = run_dir / "checkpoints" / "backup"
+    # The backup holds the optimizer state of the stage it was written in: enter that stage
+    # before restoring it.
+    current = _stage_of(stages, backup_epoch(backup_dir))
+    with scope():
         model = module.build_model(config, data)
-    first = restore_backup(model, run_dir / "checkpoints" / "backup")
-    # Rows after the backup's epoch are trained again (HistoryCsv drops them then).
-    history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] < first]
-    callbacks = make_callbacks(
-        run_dir, module.MONITOR, module.MODE, data.val, roc_auc=uses_roc_auc(module),
-        history=history, early_stopping_patience=getattr(config, "early_stopping_patience", 0),
-        seed=config.seed, requests=requests,
-    )
-    # A recipe's own callbacks (seq2seq's sample translations, a stateful LSTM's state reset),
-    # after the epoch's line.
-    own = module.callbacks(config, data, run_dir) if hasattr(module, "callbacks") else []
-    epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs,
-                         best_value(history, module.MONITOR, module.MODE))
-    options = fit_options(module, config)
-    batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first,
-                                   config.epochs, shuffle=options["shuffle"])
-    model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=config.epochs,
-              shuffle=False,  # epoch_batches shuffles.
-              validation_data=data.val, validation_batch_size=options["validation_batch_size"],
-              callbacks=[*callbacks, epoch_log, *own], verbose=0)
-    seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first] + epoch_log.seconds
-    stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
-    stopped_at = stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None
+        if len(stages) > 1:
+            model = module.enter_stage(model, config, data, current)
+    first = restore_backup(model, backup_dir)
+    seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first]
+    stopped_at = None
+    for index in range(current, len(stages)):
+        label, end = stages[index]
+        if index > current:
+            with scope():
+                model = module.enter_stage(model, config, data, index)
+        if len(stages) > 1:
+            print(f"\nStage {index + 1} of {len(stages)}: {label} (epochs {first + 1}-{end}).",
+                  flush=True)
+        stage_start = stages[index - 1][1] if index else 0
+        epoch_log, stopped_at = _fit_stage(module, config, data, run_dir, requests, model,
+                                           (first, end), stage_start, index + 1)
+        seconds += epoch_log.seconds
+        first = end
+        if requests.requested:
+            break
     epochs_done = len(read_history(run_dir / "history.csv"))
     # Decided once: a signal from here on finds the run finishing, not training.
     finished = bool(stopped_at or epochs_done >= config.epochs or not requests.requested)
@@ -314,6 +322,50 @@ def _fit(module, config, data, run_dir, requests):
         best=kept, timings={"epoch_seconds": seconds},
     )
     return model if finished else None
+
+
+def _stages(module, config):
+    """[(label, last epoch)] of a recipe trained in stages (transfer learning: the frozen base,
+    then fine-tuning), else one stage of every epoch."""
+    return module.stages(config) if hasattr(module, "stages") else [("training", config.epochs)]
+
+
+def _stage_of(stages, epochs_done):
+    """The index of the stage that trains the epoch after `epochs_done`."""
+    return next((i for i, (_, end) in enumerate(stages) if epochs_done < end), len(stages) - 1)
+
+
+def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_start, stage):
+    """One `fit` from epochs[0] to epochs[1]; returns (EpochLog, epoch early stopping ended it
+    at or None)."""
+    from dlref.callbacks import EpochLog, StageMark, make_callbacks
+    from dlref.resumable import ResumableEarlyStopping, best_value, read_history
+
+    first, end = epochs
+    # Rows after the backup's epoch are trained again (HistoryCsv drops them then).
+    history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] < first]
+    leading = module.metric_callbacks(config, data, run_dir) if hasattr(
+        module, "metric_callbacks") else []
+    leading += [StageMark(stage)] if hasattr(module, "stages") else []
+    callbacks = make_callbacks(
+        run_dir, module.MONITOR, module.MODE, data.val, roc_auc=uses_roc_auc(module),
+        history=history, early_stopping_patience=getattr(config, "early_stopping_patience", 0),
+        seed=config.seed, requests=requests, leading=leading, stage_start=stage_start,
+    )
+    # A recipe's own callbacks (seq2seq's sample translations, a stateful LSTM's state reset),
+    # after the epoch's line.
+    own = module.callbacks(config, data, run_dir) if hasattr(module, "callbacks") else []
+    epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs,
+                         best_value(history, module.MONITOR, module.MODE))
+    options = fit_options(module, config)
+    batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first, end,
+                                   shuffle=options["shuffle"])
+    model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
+              shuffle=False,  # epoch_batches shuffles.
+              validation_data=data.val, validation_batch_size=options["validation_batch_size"],
+              callbacks=[*callbacks, epoch_log, *own], verbose=0)
+    stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
+    return epoch_log, (stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None)
 
 
 def _report_kept_epoch(module, config, run_dir, stopped_at, interrupted):

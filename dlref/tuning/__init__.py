@@ -33,11 +33,12 @@ __all__ = ["Search", "Cluster", "tune", "resume", "budget", "benchmark"]
 
 
 def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, search=Search(),
-         cluster=Cluster(), run_name=None, runs_dir=None, argv=()):
+         cluster=Cluster(), run_name=None, runs_dir=None, argv=(), shortcuts=None):
     """Runs a search (or this worker's share of one); returns the run folder."""
     root = runs.runs_root(runs_dir)  # A runs folder that is a file fails before the data.
     name, source = source_and_recipe(name, source, config_file)
-    recipe, preset, values = resolve_config(name, config_file, overrides, None, seed)
+    recipe, preset, values = resolve_config(name, config_file, overrides, None, seed,
+                                            shortcuts)
     if not registry.info(recipe)["tunable"]:
         tunable = [r for r in registry.RECIPES if registry.info(r)["tunable"]]
         raise DlrefError(f"Recipe {recipe} has no search_space, so it is not tunable. "

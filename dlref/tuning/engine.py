@@ -54,6 +54,8 @@ class RecipeHyperModel(keras_tuner.HyperModel):
         config = self.module.search_space(hp, self.config)
         # RocAuc first, so TensorBoard and keras-tuner's checkpoint see val_roc_auc.
         first = [RocAuc(*self.data.val)] if self.roc_auc else []
+        if hasattr(self.module, "metric_callbacks"):  # Metrics a callback computes (a GAN's).
+            first += self.module.metric_callbacks(config, self.data, None)
         # The recipe's own callbacks, told by run_dir=None that there is no run folder to log to.
         own = (self.module.callbacks(config, self.data, None)
                if hasattr(self.module, "callbacks") else [])
