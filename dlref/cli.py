@@ -32,11 +32,12 @@ RunsDir = typer.Option(None, "--runs-dir",
                        help="Root of run folders (env DLREF_RUNS_DIR; default ./runs).")
 AsJson = typer.Option(False, "--json", help="Machine-readable output.")
 # Options that train and tune share: the data source and the config layers.
-DataPath = typer.Option(None, "--data", help="Your data: a CSV or Parquet file with a header.")
+DataPath = typer.Option(None, "--data", help="Your data: a CSV or Parquet file with a header "
+                        "(images: a folder with one sub-folder per class).")
 ValData = typer.Option(None, "--val-data", help="A pre-split validation file (same columns as "
-                       "--data), used as given.")
+                       "--data; images: a folder of the same classes), used as given.")
 TestData = typer.Option(None, "--test-data", help="A pre-split test file (same columns as "
-                        "--data), used as given.")
+                        "--data; images: a folder of the same classes), used as given.")
 Missing = typer.Option(None, "--missing", help="Gaps in the features: impute (training median + "
                        "<column>_missing; text: a (missing) category), drop (the rows) or error "
                        "(default impute).")
@@ -213,6 +214,10 @@ def train(
       dlref train text --data reviews.csv --target sentiment --text-column review
 
       dlref train seq2seq --data fra.txt
+
+      dlref train cnn-augmented --data photos/
+
+      dlref train transfer --data photos/ --base inception_v3
 
       dlref train --config runs/binary/tune-20261123-101500-a1b2/best.toml
 
@@ -408,7 +413,7 @@ def predict(
     data: str | None = typer.Option(None, "--data", help="CSV of new rows (target column "
                                     "optional); timeseries: the history to forecast from "
                                     "(target required); seq2seq: a file with one input per "
-                                    "line."),
+                                    "line; cnn, transfer: an image or a folder of images."),
     text: list[str] = typer.Option([], "--text", help="text, seq2seq: an input given on the "
                                    "command line (repeatable); predictions go to stdout."),
     output: str | None = typer.Option(None, "--output", help="Where to write predictions "

@@ -18,7 +18,13 @@ def finish(module, config, data, model, run_dir):
     kept = best_row(history, module.MONITOR, module.MODE) if best_path.is_file() else None
     kept = kept or (history[-1] if history else None)  # Without best.keras: the last epoch.
     if best_path.is_file():
-        model.load_weights(best_path)
+        import warnings
+
+        with warnings.catch_warnings():
+            # A staged run's best epoch may come from a stage with another optimizer, whose
+            # state is not needed any more.
+            warnings.simplefilter("ignore", UserWarning)
+            model.load_weights(best_path)
     if hasattr(module, "final_model"):
         # The model to evaluate and save, built from the trained one: e.g. a stateful LSTM's
         # stateless copy, which forecasts at any batch size.

@@ -279,36 +279,48 @@ def _fit(module, config, data, run_dir, requests):
     import keras
 
     from dlref.backend import distribution_strategy
-    from dlref.resumable import backup_epoch, read_history, restore_backup
+    from dlref.resumable import read_history, restore_backup
 
     keras.utils.set_random_seed(config.seed)
     manifest = runs.read_manifest(run_dir)
     scope = distribution_strategy(manifest.get("strategy", "default")).scope
-    stages = _stages(module, config)
-    backup_dir = run_dir / "checkpoints" / "backup"
-    # The backup holds the optimizer state of the stage it was written in: enter that stage
-    # before restoring it.
-    current = _stage_of(stages, backup_epoch(backup_dir))
+    planned = _stages(module, config)
+    # Where each finished stage ended (early stopping may end one before its planned end); the
+    # next starts there. The backup holds the optimizer state of the stage it was written in,
+    # so that stage is entered before the backup is restored.
+    ended = list(manifest.get("stage_ends", []))
+    current = min(len(ended), len(planned) - 1)
     with scope():
         model = module.build_model(config, data)
-        if len(stages) > 1:
+        if len(planned) > 1:
             model = module.enter_stage(model, config, data, current)
-    first = restore_backup(model, backup_dir)
+    first = restore_backup(model, run_dir / "checkpoints" / "backup")
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first]
     stopped_at = None
-    for index in range(current, len(stages)):
-        label, end = stages[index]
+    for index in range(current, len(planned)):
+        label, end = planned[index]
+        start = ended[index - 1] if index else 0
+        if index and first == start:
+            _start_from_best(model, run_dir, module)  # Not from where the stage before ended.
         if index > current:
             with scope():
                 model = module.enter_stage(model, config, data, index)
-        if len(stages) > 1:
-            print(f"\nStage {index + 1} of {len(stages)}: {label} (epochs {first + 1}-{end}).",
+        if len(planned) > 1:
+            print(f"\nStage {index + 1} of {len(planned)}: {label} (epochs {first + 1}-{end}).",
                   flush=True)
-        stage_start = stages[index - 1][1] if index else 0
         epoch_log, stopped_at = _fit_stage(module, config, data, run_dir, requests, model,
-                                           (first, end), stage_start, index + 1)
+                                           (first, end), start, index + 1)
         seconds += epoch_log.seconds
-        first = end
+        first = start + len([row for row in read_history(run_dir / "history.csv")
+                             if row["epoch"] >= start])
+        if not (stopped_at or first >= end):
+            break  # Interrupted within the stage.
+        if len(planned) > 1:
+            ended = [*ended[:index], first]
+            runs.update_manifest(run_dir, stage_ends=ended)
+        if stopped_at and index + 1 < len(planned):
+            print(f"Stage {index + 1} stopped at epoch {stopped_at}: no {module.MONITOR} "
+                  f"improvement for {config.early_stopping_patience} epochs.", flush=True)
         if requests.requested:
             break
     epochs_done = len(read_history(run_dir / "history.csv"))
@@ -324,15 +336,29 @@ def _fit(module, config, data, run_dir, requests):
     return model if finished else None
 
 
+def _start_from_best(model, run_dir, module):
+    """Loads the best weights so far into `model`, when there are any (the next stage starts
+    from them)."""
+    import warnings
+
+    from dlref.resumable import best_row, read_history
+
+    best = best_row(read_history(run_dir / "history.csv"), module.MONITOR, module.MODE)
+    path = run_dir / "checkpoints" / "best.keras"
+    if best is None or not path.is_file():
+        return
+    with warnings.catch_warnings():
+        # The optimizer state saved with it is the earlier stage's, and is not needed.
+        warnings.simplefilter("ignore", UserWarning)
+        model.load_weights(path)
+    print(f"\nStarting from the best epoch so far: epoch {best['epoch'] + 1} ({module.MONITOR} "
+          f"{best[module.MONITOR]:.4f}).", end="", flush=True)
+
+
 def _stages(module, config):
     """[(label, last epoch)] of a recipe trained in stages (transfer learning: the frozen base,
     then fine-tuning), else one stage of every epoch."""
     return module.stages(config) if hasattr(module, "stages") else [("training", config.epochs)]
-
-
-def _stage_of(stages, epochs_done):
-    """The index of the stage that trains the epoch after `epochs_done`."""
-    return next((i for i, (_, end) in enumerate(stages) if epochs_done < end), len(stages) - 1)
 
 
 def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_start, stage):

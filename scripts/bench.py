@@ -172,6 +172,32 @@ def recipe_throughput(recipe, *options, epochs=6):
     return manifest["data"]["rows"]["train"] / epoch, epoch
 
 
+def transfer_throughput(images=160, size=224, epochs=6):
+    """Images/s of `dlref train transfer` (mobilenet_v2, random weights: offline) on a generated
+    folder at the base's input size: stage 1 (base frozen) and stage 2 (top fifth fine-tuned),
+    each the median of its epochs after its first (which traces the graph)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as folder:
+        for index in range(images):
+            path = Path(folder, "photos", f"class_{index % 4}", f"{index}.jpg")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+        feature = epochs // 2
+        subprocess.run([str(BIN / "dlref"), "train", "transfer", "--data",
+                        str(Path(folder, "photos")), "--weights", "none", "--epochs", str(epochs),
+                        "--set", f"feature_epochs={feature}", "--set", "early_stopping_patience=0",
+                        "--set", "scratch_baseline=false", "--runs-dir", folder],
+                       check=True, env=ENV, capture_output=True)
+        manifest = json.loads(next(Path(folder).glob("transfer/*/run.json")).read_text())
+    seconds = manifest["timings"]["epoch_seconds"]
+    rows = manifest["data"]["rows"]["train"]
+    return rows, [rows / statistics.median(part[1:]) for part in (seconds[:feature],
+                                                                  seconds[feature:])]
+
+
 def tuning():
     try:
         from dlref.tuning import benchmark
@@ -216,6 +242,17 @@ def main():
     samples, epoch = recipe_throughput("seq2seq", epochs=4)
     print(f"| train seq2seq, built-in numbers (800 train pairs, LSTM(256) x2), s/epoch; "
           f"samples/s | {epoch:.1f} s; {samples:,.0f} samples/s |")
+    for name, what in (("cnn", "the book's CIFAR-10 network"),
+                       ("cnn-augmented", "with augmentation layers")):
+        samples, epoch = recipe_throughput(name, epochs=4)
+        print(f"| train {name}, built-in digits (3,500 train, 28x28), {what}, s/epoch; "
+              f"images/s | {epoch:.1f} s; {samples:,.0f} images/s |")
+    rows, (frozen, tuned) = transfer_throughput()
+    print(f"| train transfer, mobilenet_v2 at 224x224 ({rows} train images), images/s: base "
+          f"frozen; top fifth fine-tuned | {frozen:,.0f}; {tuned:,.0f} images/s |")
+    samples, epoch = recipe_throughput("gan", epochs=3)
+    print(f"| train gan, built-in digits (3,500 train), DCGAN, s/epoch; images/s | "
+          f"{epoch:.1f} s; {samples:,.0f} images/s |")
     tune = tuning()
     for name, value in (tune or {}).items():
         print(f"| tune: {name} | {value} |")

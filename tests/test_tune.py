@@ -498,7 +498,8 @@ def test_failing_trials_are_recorded_and_stop_the_search(regression_csv, runs_ro
     assert [row["status"] for row in _trials(run_dir)] == ["failed"] * 3
 
 
-@pytest.mark.parametrize("recipe", sorted(registry.RECIPES))
+@pytest.mark.parametrize("recipe", sorted(r for r in registry.RECIPES
+                                           if registry.info(r)["tunable"]))
 def test_search_space_defaults_rebuild_the_config(recipe):
     """keras-tuner's guide smoke test: an empty HyperParameters() gives back the Config."""
     import keras_tuner

@@ -66,6 +66,14 @@ def image_files(root):
     return found
 
 
+def has_images(root):
+    """Whether any file under `root` has an image extension (stops at the first)."""
+    for _, _, names in os.walk(root):
+        if any(name.lower().endswith(EXTENSIONS) for name in names):
+            return True
+    return False
+
+
 def read_folder(root, size=None, channels=None, classes=None):
     """The images of a folder with one sub-folder per class.
 
@@ -243,6 +251,7 @@ def read(source, size=None, channels=None, default="digits"):
     `channels` (None: as found)."""
     from dlref.errors import close_match
 
+    _refuse_table_options(source)
     if source.data:
         found = read_folder(source.data, size, channels)
         for split in ("val", "test"):
@@ -259,10 +268,26 @@ def read(source, size=None, channels=None, default="digits"):
         raise DlrefError(f"Unknown dataset {name!r}.{close_match(name, list(DATASETS))} Known: "
                          f"{', '.join(DATASETS)}.")
     found = DATASETS[name]()
+    found.where = name if source.dataset else f"{name} (built-in)"
     found.x = conform(found.x, size, channels)
     if found.test is not None:
         found.test = (conform(found.test[0], size, channels), found.test[1])
     return found
+
+
+def _refuse_table_options(source):
+    """Options of tables and texts, which would be ignored here: refused, naming them."""
+    options = (("--target", source.target), ("--positive-class", source.positive_class),
+               ("--missing", source.missing), ("--drop", source.drop),
+               ("--features", source.features), ("--max-categories", source.max_categories),
+               ("--date-column", source.date_column), ("--text-column", source.text_column),
+               ("--embeddings", source.embeddings))
+    given = [flag for flag, value in options if value]
+    if given:
+        raise DlrefError(f"{', '.join(given)} go with tables and texts, not with images: the "
+                         "classes of an image folder are its sub-folders.")
+    if (source.val_data or source.test_data) and not source.data:
+        raise DlrefError("--val-data and --test-data go with --data (a folder of images).")
 
 
 def conform(x, size=None, channels=None):
@@ -329,6 +354,9 @@ def _class_order(name):
 
 
 def _check_counts(y, classes, where):
+    if len(y) < 10:
+        raise DlrefError(f"Only {plural(len(y), 'image')} in {where}: dlref needs at least 10 to "
+                         "train, validate and test (ideally hundreds).")
     counts = np.bincount(y, minlength=len(classes))
     few = [f"{classes[i]} ({counts[i]})" for i in np.flatnonzero(counts < 3)]
     if few:

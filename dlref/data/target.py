@@ -44,6 +44,10 @@ def task_of(source):
     from dlref.data.tables import read_table
 
     if Path(source.data).is_dir():
+        from dlref.data.images import has_images
+
+        if has_images(source.data):
+            return "cnn", "a folder of images: one sub-folder per class -> cnn"
         return "text", "a folder: one sub-folder of text files per class -> text"
     frame, _ = read_table(source.data)
     check_present(frame, source.target.strip(), source.data)

@@ -87,9 +87,9 @@ def check_config(config):
     """Rejects settings no network could train with, naming the key and the valid values."""
     if config.base not in BASES:
         raise DlrefError(f"base must be one of {', '.join(BASES)}, got {config.base!r}.")
-    if not 0 < config.feature_epochs <= config.epochs:
-        raise DlrefError(f"feature_epochs must be from 1 to epochs ({config.epochs}), got "
-                         f"{config.feature_epochs}: stage 2 fine-tunes for the epochs after it.")
+    if config.feature_epochs < 1:
+        raise DlrefError(f"feature_epochs must be at least 1, got {config.feature_epochs}: "
+                         "stage 1 trains the new head on the frozen base.")
     if not 0 <= config.fine_tune_fraction <= 1:
         raise DlrefError(f"fine_tune_fraction must be in [0, 1], got {config.fine_tune_fraction}.")
     if config.fine_tune_learning_rate <= 0 or config.dense_units < 1 or config.per_class < 1:
@@ -109,7 +109,7 @@ def load_data(config, source):
     check_config(config)
     weights = _weights(config, source)
     if weights == "builtin":
-        return _builtin(config)
+        return _say_stages(_builtin(config), config)
     if weights not in ("imagenet", "none"):
         model = _read_model(weights)
         height, width, channels = model.input.shape[1:]
@@ -127,6 +127,13 @@ def load_data(config, source):
                           f"{'ImageNet' if weights == 'imagenet' else 'random'} weights.")
     data.meta["weights"] = weights
     data.extra["config"] = config  # For the scratch baseline (classical_outputs).
+    return _say_stages(data, config)
+
+
+def _say_stages(data, config):
+    if config.epochs <= config.feature_epochs:
+        data.notes.append(f"epochs {config.epochs} <= feature_epochs {config.feature_epochs}: "
+                          "the base stays frozen (no fine-tuning stage).")
     return data
 
 
@@ -159,7 +166,7 @@ def _builtin(config):
     splits = {"train": split(train), "val": split(val), "test": split(test)}
     meta = {"task": "multiclass", "target": "class", "classes": classes,
             "image_shape": [28, 28, 1], "flip_safe": False, "weights": "builtin",
-            "source": "digits 5-9 (base pretrained on digits 0-4)",
+            "source": "digits 5-9, base pretrained on digits 0-4 (built-in)",
             "trivial": {"prior": [0.2] * 5}}
     notes = [f"Built-in transfer task: a cnn base pretrained here on MNIST digits 0-4 "
              f"({int(source.sum()):,} images); target digits 5-9 with "
@@ -297,13 +304,15 @@ def _assemble(base, config, meta):
 
 
 def stages(config):
-    top = f"{config.fine_tune_fraction:.0%}"
-    return [
-        (f"feature extraction, base frozen ({config.optimizer} {config.learning_rate:g})",
-         config.feature_epochs),
-        (f"fine-tuning the top {top} of the base (SGD {config.fine_tune_learning_rate:g}, "
-         f"momentum {config.fine_tune_momentum:g})", config.epochs),
-    ]
+    """Stage 1 for feature_epochs, stage 2 for the epochs after it (none when epochs is not
+    more than feature_epochs)."""
+    first = (f"feature extraction, base frozen ({config.optimizer} {config.learning_rate:g})",
+             min(config.feature_epochs, config.epochs))
+    if config.epochs <= config.feature_epochs:
+        return [first]
+    return [first, (f"fine-tuning the top {config.fine_tune_fraction:.0%} of the base (SGD "
+                    f"{config.fine_tune_learning_rate:g}, momentum {config.fine_tune_momentum:g})",
+                    config.epochs)]
 
 
 def enter_stage(model, config, data, index):

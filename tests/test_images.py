@@ -1,0 +1,137 @@
+"""Image folders as people have them: mixed sizes and modes, any extension case, corrupt and stray
+files, and the mistakes that must stop with a clear message before anything is trained."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dlref.data import Source, images
+from dlref.errors import DlrefError
+
+
+def _save(path, mode="RGB", size=(20, 16), value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = np.full((size[1], size[0], channels), value, dtype=np.uint8).squeeze()
+    Image.fromarray(pixels, mode).save(path)
+    return path
+
+
+def _messy(root):
+    """Two classes in every format the loader takes, plus files it must skip or ignore."""
+    for i in range(6):
+        _save(root / "cat" / f"c{i}.JPG", "RGB", (40 + i, 30), 200)
+        _save(root / "dog" / "nested" / f"d{i}.png", "RGBA", (16, 16), 50)
+    _save(root / "dog" / "gray.gif", "L", (12, 12), 90)
+    _save(root / "dog" / "old.BMP", "RGB", (16, 16), 60)
+    (root / "cat" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    (root / "cat" / ".DS_Store").write_bytes(b"\0\0")
+    return root
+
+
+def test_a_messy_folder_loads_with_notes_and_a_warning_per_bad_file(tmp_path):
+    data = images.load(Source(data=str(_messy(tmp_path / "pets"))), 0, 0.2, 0.2, size=(8, 8))
+    assert data.meta["classes"] == ["cat", "dog"]
+    assert data.meta["image_shape"] == [8, 8, 3]  # RGBA and grayscale converted to RGB.
+    assert sum(len(split[1]) for split in (data.train, data.val, data.test)) == 14
+    assert data.train[0].dtype == np.uint8
+    warnings = "\n".join(data.warnings)
+    assert "broken.jpeg" in warnings and "notes.txt" not in warnings
+    assert any("Resized 14 images" in note for note in data.notes)
+
+
+def test_grayscale_folders_stay_one_channel_and_transparency_turns_white(tmp_path):
+    for name in ("a", "b"):
+        for i in range(5):
+            _save(tmp_path / "g" / name / f"{i}.png", "L", (8, 8), 10)
+    assert images.load(Source(data=str(tmp_path / "g")), 0, 0.25, 0.25).meta[
+        "image_shape"] == [64, 64, 1]
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert images._pixels(clear, (4, 4), 3).min() == 255
+
+
+def test_the_same_images_give_the_same_fingerprint_and_other_images_another(tmp_path):
+    root = _messy(tmp_path / "pets")
+    first = images.load(Source(data=str(root)), 0, 0.2, 0.2, size=(8, 8)).fingerprint
+    assert images.load(Source(data=str(root)), 0, 0.2, 0.2, size=(8, 8)).fingerprint == first
+    _save(root / "cat" / "c0.JPG", "RGB", (40, 30), 10)
+    assert images.load(Source(data=str(root)), 0, 0.2, 0.2, size=(8, 8)).fingerprint != first
+
+
+def test_given_validation_and_test_folders_are_used_as_given(tmp_path):
+    root = _messy(tmp_path / "pets")
+    for split in ("val", "test"):
+        for name in ("cat", "dog"):
+            _save(tmp_path / split / name / "x.png", "RGB", (9, 9), 1)
+    source = Source(data=str(root), val_data=str(tmp_path / "val"),
+                    test_data=str(tmp_path / "test"))
+    data = images.load(source, 0, 0.2, 0.2, size=(8, 8))
+    assert len(data.val[1]) == 2 and len(data.test[1]) == 2 and len(data.train[1]) == 14
+
+
+@pytest.mark.parametrize("layout, words", [
+    ("missing", ["No such file or folder"]),
+    ("file", ["is a file", "one sub-folder of images per class"]),
+    ("no-images", ["no .png, .jpg"]),
+    ("loose", ["directly in it but no class sub-folders"]),
+    ("one-class", ["has one class (cat)", "two or more"]),
+    ("empty-class", ["class folder", "with no images: bird"]),
+    ("all-corrupt", ["No readable image left in dog"]),
+    ("too-few", ["Too few images", "dog (2)"]),
+])
+def test_folders_that_cannot_train_a_classifier_are_refused(layout, words, tmp_path):
+    root = tmp_path / "photos"
+    if layout != "missing":
+        root.mkdir()
+    if layout in ("one-class", "empty-class", "all-corrupt", "too-few"):
+        for i in range(12):
+            _save(root / "cat" / f"{i}.png")
+    if layout == "file":
+        root = _save(tmp_path / "one.png")
+    elif layout == "no-images":
+        (root / "cat").mkdir()
+        (root / "cat" / "readme.txt").write_text("hello")
+    elif layout == "loose":
+        _save(root / "a.png")
+    elif layout == "empty-class":
+        _save(root / "dog" / "d.png")
+        (root / "bird").mkdir()
+    elif layout == "all-corrupt":
+        (root / "dog").mkdir()
+        (root / "dog" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    elif layout == "too-few":
+        _save(root / "dog" / "1.png")
+        _save(root / "dog" / "2.png")
+    with pytest.raises(DlrefError) as raised:
+        images.load(Source(data=str(root)), 0, 0.2, 0.2)
+    assert all(word in str(raised.value) for word in words), str(raised.value)
+
+
+def test_table_options_are_refused_for_images(tmp_path):
+    root = _messy(tmp_path / "pets")
+    with pytest.raises(DlrefError, match="--target, --drop go with tables and texts"):
+        images.load(Source(data=str(root), target="label", drop=("x",)), 0, 0.2, 0.2)
+
+
+def test_an_image_folder_without_a_recipe_name_picks_cnn(tmp_path):
+    from dlref.data.target import task_of
+
+    assert task_of(Source(data=str(_messy(tmp_path / "pets"))))[0] == "cnn"
+
+
+def test_new_images_for_predict_skip_unreadable_files(tmp_path, capsys):
+    root = _messy(tmp_path / "pets")
+    meta = {"image_shape": [8, 8, 3]}
+    files, x = images.read_new(root, meta)
+    assert len(files) == len(x) == 14 and x.shape[1:] == (8, 8, 3)
+    assert "broken.jpeg" in capsys.readouterr().err
+    files, x = images.read_new(root / "dog" / "gray.gif", meta)
+    assert len(files) == 1 and x.shape == (1, 8, 8, 3)
+
+
+def test_builtin_digits_are_5000_real_mnist_images():
+    found = images.mnist_5k()
+    assert found.x.shape == (5000, 28, 28, 1) and found.x.max() == 255
+    assert sorted(set(found.labels)) == [str(d) for d in range(10)]
+    assert not found.flip_safe
