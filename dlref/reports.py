@@ -95,10 +95,24 @@ def learning_curves(history, monitor, loss_label="loss", kept_epoch=None, kept_w
         if kept_epoch is not None:
             axis.axvline(kept_epoch, color="gray", linestyle=":",
                          label=f"kept: epoch {kept_epoch} ({kept_why or 'best ' + monitor})")
+        for epoch, stage in _stage_starts(history):
+            axis.axvline(epoch - 0.5, color="C2", linestyle="--", alpha=0.6,
+                         label=f"stage {int(stage)} starts")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # No epoch 1.5.
         axis.set(xlabel="epoch", ylabel=loss_label if name == "loss" else name, title=name)
     _shared_legend(figure)
     return figure
+
+
+def _stage_starts(history):
+    """[(1-based epoch, stage)] where a staged run's history.csv changes stage."""
+    starts, previous = [], None
+    for row in history:
+        stage = row.get("stage")
+        if previous is not None and stage != previous:
+            starts.append((row["epoch"] + 1, stage))
+        previous = stage
+    return starts
 
 
 def _shared_legend(figure):

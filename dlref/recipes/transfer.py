@@ -21,7 +21,11 @@ same images (the `scratch` column), which is what transfer has to beat.
 
 Built-in data shows transfer working offline: the base is the `cnn` network pretrained in the
 run on MNIST digits 0-4 (2,500 images, the source task); the target task is digits 5-9 learned
-from 20 images per class. Measured with the defaults (seed 42): FIGURES.
+from 20 images per class. Measured with the defaults (seed 42): test accuracy 0.938 on the 2,300
+test digits, against 0.579 for the same network trained from scratch on the same 100 images
+and 0.200 for the majority class. Stage 1 early-stopped after 7 epochs (best: epoch 2), stage 2
+then fine-tuned from that epoch and kept its last, epoch 20; under a minute end to end on 2
+cores, pretraining and the scratch baseline included.
 """
 
 import dataclasses
@@ -34,7 +38,7 @@ from keras import layers
 
 from dlref.data import Dataset, images
 from dlref.errors import DlrefError
-from dlref.recipes import common, multiclass
+from dlref.recipes import cnn, common, multiclass
 
 NAME = "transfer"
 CHAPTER = 8
@@ -263,8 +267,6 @@ def _up_to_head(model):
 def _source_network(config, data, pretrained):
     """Built-in data: the cnn recipe's network, trained on the source task (digits 0-4) first
     when `pretrained`. Trained once per Dataset (the scratch baseline reuses nothing)."""
-    from dlref.recipes import cnn
-
     x, y = data.extra["source_task"]
     cnn_config = cnn.Config(seed=config.seed)
     source = Dataset((x, y), (x[:0], y[:0]), (x[:0], y[:0]),
@@ -369,30 +371,12 @@ def classical_outputs(data, seed):
     return model.predict(data.test[0], verbose=0, batch_size=256)
 
 
-def plots(model, data, classical=None):
-    return {**multiclass.plots(model, data), "misclassified": _misclassified(model, data)}
-
-
-def _misclassified(model, data):
-    from dlref import reports
-
-    x_test, y_test = data.test
-    probabilities = model.predict(x_test, verbose=0, batch_size=256)
-    wrong = np.flatnonzero(probabilities.argmax(axis=1) != y_test)[:32]
-    classes = data.meta["classes"]
-    titles = [f"{classes[y_test[i]]} / {classes[probabilities[i].argmax()]}" for i in wrong]
-    return reports.image_grid(x_test[wrong], titles, colors=["red"] * len(wrong),
-                              title=f"Misclassified test images ({len(wrong)} shown): "
-                                    "true / predicted")
+# The confusion matrix and the misclassified test images, as for cnn.
+plots = cnn.plots
 
 
 # --- New images: evaluate --data and predict ----------------------------------------------------
 
 
 load_labelled = images.load_labelled
-
-
-def predict(model, meta, path):
-    files, x = images.read_new(path, meta)
-    outputs = model.predict(x, verbose=0, batch_size=64)
-    return images.predictions_frame(files, outputs, meta, root=path)
+predict = cnn.predict
