@@ -245,6 +245,10 @@ def image_grid(images, titles=None, title=None, columns=8, colors=None):
                            color=colors[index] if colors is not None else "black")
     if title:
         figure.suptitle(title, fontsize=10)
+        # A grid of one or two images is narrower than its title: widen it to the title.
+        needed = 0.08 * len(title) + 0.4  # Inches, at 10 points.
+        if figure.get_size_inches()[0] < needed:
+            figure.set_size_inches(needed, figure.get_size_inches()[1])
     figure.tight_layout()
     return figure
 

@@ -22,6 +22,8 @@ RECIPE_PLOTS = {
     "multiclass": "confusion_matrix",
     "timeseries": "forecast",
     "text": "roc_curve",
+    "cnn": "misclassified",
+    "transfer": "misclassified",
 }
 
 

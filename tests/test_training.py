@@ -54,7 +54,10 @@ def _check_run_folder(run_dir, recipe):
 
 
 # Settings that make one epoch on a large built-in dataset quick (25,000 IMDB reviews).
-QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16"]}
+QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16"],
+         "cnn": ["--set", "filters=[8,8]", "--set", "dense_units=[32,16]"],
+         "transfer": ["--set", "pretrain_epochs=1", "--set", "per_class=5",
+                      "--set", "dense_units=16"]}
 
 
 @pytest.mark.parametrize("recipe", sorted(registry.RECIPES))
@@ -76,7 +79,7 @@ def test_preset_trains_on_tiny_data(preset, runs_root, tmp_path):
         writer, target = helpers.TINY_DATA[recipe]
         data = ["--data", writer(tmp_path / "tiny.csv"), "--target", target]
     else:
-        data = []  # A recipe with no tiny table trains on its built-in default.
+        data = QUICK.get(recipe, [])  # A recipe with no tiny table trains on its built-in data.
     result = helpers.invoke("train", preset, *data, "--epochs", 1)
     helpers.assert_ok(result)
     manifest = _check_run_folder(helpers.only_run(runs_root, recipe), recipe)
