@@ -61,7 +61,8 @@ RunName = typer.Option(None, "--name", help="Suffix for the run folder.")
 Base = typer.Option(None, "--base", help="transfer: the pretrained network, mobilenet_v2 "
                     "(default), inception_v3 (the book's), resnet50 or efficientnet_b0.")
 Weights = typer.Option(None, "--weights", help="transfer: imagenet (default; downloads once), "
-                       "none, or a .keras model (e.g. an earlier cnn run's model.keras).")
+                       "none, a .keras image model, or a run (folder or --name) whose "
+                       "model.keras to start from, e.g. a cnn run.")
 
 
 def user_errors(command):
@@ -241,17 +242,22 @@ def train(
         run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
                                  strategy=strategy, argv=sys.argv,
-                                 shortcuts=_shortcuts(base, weights))
+                                 shortcuts=_shortcuts(base, weights, runs_dir))
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
 
 
-def _shortcuts(base, weights):
-    """--base and --weights as config values; a weights file as an absolute path, so that the
+def _shortcuts(base, weights, runs_dir=None):
+    """--base and --weights as config values. --weights names a .keras file, or a run (its
+    folder or --name) whose model.keras is meant; either becomes an absolute path, so that the
     run's config.toml works from any folder."""
+    from pathlib import Path
+
     if weights and weights.lower() in ("imagenet", "none"):
         weights = weights.lower()
     elif weights:
+        if not Path(weights).is_file() and Path(weights).suffix != ".keras":
+            weights = str(runs.find_run(weights, runs.runs_root(runs_dir)) / "model.keras")
         weights = os.path.abspath(weights)
     return {"base": base, "weights": weights}
 
@@ -364,8 +370,8 @@ def tune(
                              "it as it started.")
         run_dir = tuning.resume(resume, name=name, **options)
     else:
-        run_dir = tuning.tune(name, run_name=run_name, shortcuts=_shortcuts(base, weights),
-                              **options)
+        run_dir = tuning.tune(name, run_name=run_name,
+                              shortcuts=_shortcuts(base, weights, runs_dir), **options)
     if run_dir is None or (role != "worker"
                            and runs.read_manifest(run_dir)["status"] != "completed"):
         raise typer.Exit(130)

@@ -71,14 +71,17 @@ def test_weights_from_a_cnn_run_transfer_to_another_folder(tmp_path, runs_root):
     source = _folder(tmp_path / "big", ("a", "b", "c"), count=12)
     target = _folder(tmp_path / "small", ("x", "y"), count=8, size=24)
     helpers.assert_ok(helpers.invoke("train", "cnn", "--data", source, "--epochs", 1,
-                                     "--set", "filters=[4,4]", "--set", "dense_units=[8,8]"))
-    cnn_run = next((runs_root / "cnn").iterdir())
-    result = helpers.invoke("train", "transfer", "--data", target, "--weights",
-                            cnn_run / "model.keras", "--epochs", 2, "--set", "feature_epochs=1",
-                            "--set", "dense_units=8")
+                                     "--set", "filters=[4,4]", "--set", "dense_units=[8,8]",
+                                     "--name", "pretrained"))
+    cnn_run = helpers.only_run(runs_root, "cnn")
+    # --weights names the run: its model.keras is the base.
+    result = helpers.invoke("train", "transfer", "--data", target, "--weights", "pretrained",
+                            "--epochs", 2, "--set", "feature_epochs=1", "--set", "dense_units=8")
     helpers.assert_ok(result)
     assert "Resized 16 images" in result.output  # 24x24 to the cnn's 16x16 input.
-    run_dir = next((runs_root / "transfer").iterdir())
+    run_dir = helpers.only_run(runs_root, "transfer")
+    config = helpers.read_json(run_dir / "run.json")["config"]
+    assert config["weights"] == str(cnn_run / "model.keras")
     predictions = helpers.invoke("predict", run_dir, "--data", target / "x",
                                  "--output", tmp_path / "p.csv")
     helpers.assert_ok(predictions)
