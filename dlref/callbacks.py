@@ -216,3 +216,16 @@ class StageMark(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["stage"] = self.stage
+
+
+class StopOnNaNLosses(keras.callbacks.Callback):
+    """Raises TerminateOnNaN's error when d_loss or g_loss is NaN or infinite at the end of an
+    epoch, before any checkpoint is written: Keras' TerminateOnNaN watches 'loss' alone, which
+    a GAN does not have."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = {key: value for key, value in (logs or {}).items()
+               if key.endswith("loss") and not math.isfinite(float(value))}
+        if bad:
+            found = ", ".join(f"{key} {value}" for key, value in bad.items())
+            raise RuntimeError(f"NaN or Inf loss encountered in epoch {epoch + 1} ({found}).")

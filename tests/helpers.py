@@ -22,6 +22,7 @@ RECIPE_PLOTS = {
     "multiclass": "confusion_matrix",
     "timeseries": "forecast",
     "text": "roc_curve",
+    "gan": "samples",
     "cnn": "misclassified",
     "transfer": "misclassified",
 }

@@ -226,16 +226,17 @@ def test_the_tour_is_found(tour):
 
 def test_every_file_the_tour_names_exists(tour):
     missing = [f"{command}  ->  {path}" for command in tour for path in named_files(command)
-               if not (helpers.REPO / path).is_file()]
+               if not (helpers.REPO / path).exists()]  # A file, or a folder of images.
     assert not missing, "README tour commands name files that do not exist:\n" + "\n".join(missing)
 
 
 def test_every_example_file_is_described():
     described = (EXAMPLES / "README.md").read_text(encoding="utf-8")
-    files = sorted(p.name for p in EXAMPLES.iterdir() if p.name != "README.md")
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in EXAMPLES.iterdir()
+                   if p.name != "README.md")
     assert files, "examples/ is empty"
     assert not [name for name in files if f"`{name}`" not in described], files
-    size = sum(p.stat().st_size for p in EXAMPLES.iterdir())
+    size = sum(p.stat().st_size for p in EXAMPLES.rglob("*") if p.is_file())
     assert size < 200_000, f"examples/ holds {size:,} bytes: keep it small"
 
 

@@ -369,7 +369,8 @@ def summary(found, classes, splits):
     colour = "grayscale" if channels == 1 else "RGB"
     sizes = ", ".join(f"{name} {len(splits[name][1]):,}" for name in ("train", "val", "test"))
     count = plural(len(classes), "class", "classes")
-    return (f"Images: {found.where}: {height}x{width} {colour}, {count} ({listing(classes)}); "
+    where = shown_path(found.where) if found.files else found.where
+    return (f"Images: {where}: {height}x{width} {colour}, {count} ({listing(classes)}); "
             f"{sizes}.")
 
 

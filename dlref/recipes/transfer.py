@@ -30,7 +30,6 @@ cores, pretraining and the scratch baseline included.
 
 import dataclasses
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -38,6 +37,7 @@ from keras import layers
 
 from dlref.data import Dataset, images
 from dlref.errors import DlrefError
+from dlref.text import shown_path
 from dlref.recipes import cnn, common, multiclass
 
 NAME = "transfer"
@@ -119,7 +119,7 @@ def load_data(config, source):
         height, width, channels = model.input.shape[1:]
         data = images.load(source, config.seed, config.val_fraction, config.test_fraction,
                            size=(height, width), channels=channels)
-        data.notes.append(f"Base: {Path(weights).name} up to its classifier head, at its "
+        data.notes.append(f"Base: {shown_path(weights)} up to its classifier head, at its "
                           f"input size {height}x{width}.")
     else:
         size = config.image_size or BASES[config.base][1]
