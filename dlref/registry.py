@@ -14,15 +14,15 @@ from pathlib import Path
 from dlref import config as configlib
 from dlref.errors import DlrefError, close_match
 
-RECIPES = {
+RECIPES = {  # In the book's order of chapters.
     "regression": "dlref.recipes.regression",
     "binary": "dlref.recipes.binary",
     "multiclass": "dlref.recipes.multiclass",
+    "cnn": "dlref.recipes.cnn",
+    "transfer": "dlref.recipes.transfer",
     "timeseries": "dlref.recipes.timeseries",
     "text": "dlref.recipes.text",
     "seq2seq": "dlref.recipes.seq2seq",
-    "cnn": "dlref.recipes.cnn",
-    "transfer": "dlref.recipes.transfer",
     "gan": "dlref.recipes.gan",
 }
 

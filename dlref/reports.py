@@ -88,7 +88,11 @@ def learning_curves(history, monitor, loss_label="loss", kept_epoch=None, kept_w
     epochs = [row["epoch"] + 1 for row in history]
     for axis, name in zip(np.atleast_1d(axes), names, strict=True):
         # Fixed colours: validation stays orange on a panel that has no train curve.
-        for key, label, color in ((name, "train", "C0"), (f"val_{name}", "validation", "C1")):
+        # A monitor measured outside training and validation (a GAN's quality of its samples)
+        # is labelled by its own name.
+        own = name == monitor and not monitor.startswith("val_")
+        for key, label, color in ((name, name if own else "train", "C2" if own else "C0"),
+                                  (f"val_{name}", "validation", "C1")):
             values = [row.get(key, math.nan) for row in history]
             if not all(isinstance(v, float) and math.isnan(v) for v in values):
                 axis.plot(epochs, values, marker=".", label=label, color=color)
