@@ -48,6 +48,7 @@ def judged(outputs, confidence):
     classes = outputs.shape[1]
     counts = np.bincount(outputs.argmax(axis=1), minlength=classes)
     shares = counts[counts > 0] / counts.sum()
-    spread = float(-(shares * np.log(shares)).sum() / math.log(classes)) if classes > 1 else 1.0
+    entropy = -(shares * np.log(shares)).sum() + 0.0  # + 0.0: one class gives 0, not -0.
+    spread = float(entropy / math.log(classes)) if classes > 1 else 1.0
     return {"confident_share": float(np.mean(outputs.max(axis=1) > confidence)),
             "class_spread": spread}
