@@ -276,6 +276,8 @@ def _stop_now(run_dir, requests):
 def _fit(module, config, data, run_dir, requests):
     """Trains from the last backup (or from scratch), stage by stage; returns the model, or
     None when a signal stopped training before its end."""
+    import warnings
+
     import keras
 
     from dlref.backend import distribution_strategy
@@ -294,7 +296,11 @@ def _fit(module, config, data, run_dir, requests):
         model = module.build_model(config, data)
         if len(planned) > 1:
             model = module.enter_stage(model, config, data, current)
-    first = restore_backup(model, run_dir / "checkpoints" / "backup")
+    with warnings.catch_warnings():
+        # A backup written in the last epoch of a stage holds that stage's optimizer state,
+        # which the next stage (another optimizer) starts without: Keras warns, nothing is lost.
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        first = restore_backup(model, run_dir / "checkpoints" / "backup")
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first]
     stopped_at = None
     for index in range(current, len(planned)):
@@ -311,8 +317,7 @@ def _fit(module, config, data, run_dir, requests):
         epoch_log, stopped_at = _fit_stage(module, config, data, run_dir, requests, model,
                                            (first, end), start, index + 1)
         seconds += epoch_log.seconds
-        first = start + len([row for row in read_history(run_dir / "history.csv")
-                             if row["epoch"] >= start])
+        first = len(read_history(run_dir / "history.csv"))  # Epochs done, stages before too.
         if not (stopped_at or first >= end):
             break  # Interrupted within the stage.
         if len(planned) > 1:

@@ -22,7 +22,8 @@ The commands run in order, in a working folder under tmp_path that holds a copy 
 
 - test_tour_as_written (slow): every command through bash, exactly as the README writes it.
 - test_tour_smoke (default suite): the same commands in the same order, with `dlref` run
-  in-process and its training shortened (`train ... --epochs 1`, `tune ... --max-epochs 1`);
+  in-process and its training shortened (`train ... --epochs 1`, `tune ... --max-epochs 1`,
+  and QUICKER's settings for the recipes that train more than their epochs);
   servers are skipped. It catches a renamed option, a missing file or a changed error message.
 - The static tests check that the tour was found and that every file it names exists.
 """
@@ -331,10 +332,17 @@ def needs_shell(text):
     return any(set(token) <= set("();<>|&") for token in lexer) or "$" in text or "`" in text
 
 
+# Work a recipe does before or after its epochs, cut down for the smoke test like the epochs:
+# transfer's pretraining of its built-in base, the GAN judge's training and its samples.
+QUICKER = {"transfer": ["--set", "pretrain_epochs=1"],
+           "gan": ["--set", "judge_epochs=1", "--set", "quality_samples=64"]}
+
+
 def shortened(argv):
-    """argv of a training command cut to its first epoch (the smoke test's only change)."""
+    """argv of a training command cut to its first epoch (the smoke test's only change, with
+    QUICKER's settings for the recipes that train more than their epochs)."""
     if argv[:2] == ["dlref", "train"] and "--resume" not in argv:
-        return argv + ["--epochs", "1"]
+        return argv + ["--epochs", "1"] + QUICKER.get(argv[2] if len(argv) > 2 else "", [])
     if argv[:2] == ["dlref", "tune"] and "--resume" not in argv:
         trials = ["--max-trials", "1"] if {"random", "bayesian"} & set(argv) else []
         return argv + ["--max-epochs", "1"] + trials

@@ -62,7 +62,7 @@ def _check_run_folder(run_dir, recipe):
 QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16"],
          "cnn": ["--set", "filters=[8,8]", "--set", "dense_units=[32,16]"],
          "transfer": ["--set", "pretrain_epochs=1", "--set", "per_class=5",
-                      "--set", "dense_units=16"],
+                      "--set", "dense_units=16", "--set", "scratch_baseline=false"],
          "gan": ["--set", "generator_filters=16", "--set", "discriminator_filters=8",
                  "--set", "judge_epochs=1", "--set", "quality_samples=100"]}
 

@@ -41,14 +41,16 @@ def test_builtin_task_trains_in_two_stages_beside_scratch(runs_root):
     assert helpers.read_json(run_dir / "artifacts" / "meta.json")["classes"] == list("56789")
 
 
-def test_a_run_interrupted_in_stage_two_resumes_in_stage_two(runs_root, monkeypatch):
+@pytest.mark.parametrize("epoch", [0, 1], ids=["end-of-stage-1", "in-stage-2"])
+def test_a_run_interrupted_in_stage_two_resumes_in_stage_two(epoch, runs_root, monkeypatch):
+    """Ctrl-C in the last epoch of stage 1, or in stage 2: the resume goes on in stage 2."""
     from dlref.callbacks import StageMark
 
     original = StageMark.on_epoch_end
 
-    def interrupt_in_stage_two(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:  # The first epoch of stage 2: Ctrl-C, which stops at its end.
+    def interrupt_in_stage_two(self, at, logs=None):
+        original(self, at, logs)
+        if at == epoch:  # Ctrl-C, which stops at the end of this epoch.
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(StageMark, "on_epoch_end", interrupt_in_stage_two)
@@ -62,7 +64,8 @@ def test_a_run_interrupted_in_stage_two_resumes_in_stage_two(runs_root, monkeypa
     resumed = helpers.invoke("train", "--resume", run_dir)
     helpers.assert_ok(resumed)
     assert "Stage 2 of 2" in resumed.output and "Stage 1 of 2" not in resumed.output
-    assert "epoch 3/3" in resumed.output
+    assert "epoch 3/3" in resumed.output and "Skipping variable loading" not in resumed.output
+    assert ("Starting from the best epoch so far" in resumed.output) == (epoch == 0)
     rows = (run_dir / "history.csv").read_text().splitlines()[1:]
     assert len(rows) == 3
 
@@ -92,8 +95,8 @@ def test_weights_from_a_cnn_run_transfer_to_another_folder(tmp_path, runs_root):
 def test_random_weights_and_a_small_mobilenet(tmp_path, runs_root):
     folder = _folder(tmp_path / "photos", count=6)
     result = helpers.invoke("train", "transfer", "--data", folder, "--weights", "none",
-                            "--set", "image_size=32", "--epochs", 2, "--set", "feature_epochs=1",
-                            "--set", "dense_units=8", "--set", "scratch_baseline=false")
+                            "--set", "image_size=32", "--epochs", 1, "--set", "dense_units=8",
+                            "--set", "scratch_baseline=false")
     helpers.assert_ok(result)
     run_dir = next((runs_root / "transfer").iterdir())
     metrics = helpers.read_json(run_dir / "metrics.json")["metrics"]

@@ -42,7 +42,7 @@ from dlref.recipes import cnn, common, multiclass
 
 NAME = "transfer"
 CHAPTER = 8
-SUMMARY = "Pretrained base, frozen then fine-tuned, beside from scratch (built-in: digits 0-4 -> 5-9)"
+SUMMARY = "Pretrained base, frozen then fine-tuned, vs from scratch (built-in: digits 0-4 -> 5-9)"
 MONITOR = "val_loss"
 MODE = "min"
 ROC_AUC = True
