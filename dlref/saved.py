@@ -23,7 +23,7 @@ def finish(module, config, data, model, run_dir):
         with warnings.catch_warnings():
             # A staged run's best epoch may come from a stage with another optimizer, whose
             # state is not needed any more.
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             model.load_weights(best_path)
     if hasattr(module, "final_model"):
         # The model to evaluate and save, built from the trained one: e.g. a stateful LSTM's

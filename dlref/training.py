@@ -354,7 +354,7 @@ def _start_from_best(model, run_dir, module):
         return
     with warnings.catch_warnings():
         # The optimizer state saved with it is the earlier stage's, and is not needed.
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
         model.load_weights(path)
     print(f"\nStarting from the best epoch so far: epoch {best['epoch'] + 1} ({module.MONITOR} "
           f"{best[module.MONITOR]:.4f}).", end="", flush=True)
