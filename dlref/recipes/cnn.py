@@ -14,7 +14,8 @@ Sources: `--data FOLDER` (one sub-folder per class), `--dataset cifar10|mnist|fa
 (3,500 to train, 750 to validate, 750 to test). Measured on them with the defaults (seed 42, 2
 CPU cores shared with other work): test accuracy 0.973 against 0.100 for the majority class and
 0.909 for logistic regression on the pixels; early stopping ends it after 13 epochs, keeping
-epoch 8, in 1.2 minutes (4.2 s an epoch with validation, about 830 images/s). Without batch
+epoch 8, in 1.2 minutes (4.2 s an epoch with validation, about 830 images/s; on idle cores
+`make bench` measured 2.6 s and 1,323 images/s). Without batch
 normalization (`--set batch_norm=false`) it reaches 0.964 (2.9 s an epoch). `cnn-augmented`
 reaches 0.967 after 11 epochs, keeping epoch 6 (1.2 minutes, 5.0 s an epoch, 700 images/s): its
 training accuracy stays nearer the validation accuracy, but on 3,500 digits the book's rotations
