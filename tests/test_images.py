@@ -135,3 +135,36 @@ def test_builtin_digits_are_5000_real_mnist_images():
     assert found.x.shape == (5000, 28, 28, 1) and found.x.max() == 255
     assert sorted(set(found.labels)) == [str(d) for d in range(10)]
     assert not found.flip_safe
+
+
+def test_sixteen_bit_cmyk_and_rotated_photos_read_as_they_look(tmp_path):
+    """16-bit grayscale keeps its contrast (Pillow's own conversion clips it to white), CMYK
+    JPEGs become RGB, and a phone photo stored sideways is turned upright by its EXIF tag."""
+    deep = np.zeros((8, 8), dtype=np.uint16)
+    deep[:, 4:] = 65535
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    sideways = Image.new("RGB", (16, 8), "black")
+    sideways.paste((255, 255, 255), (0, 0, 8, 8))  # White on the left half, as stored.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view.
+    sideways.save(tmp_path / "photo.jpg", exif=exif, quality=95)
+    x, kept, _, warnings = images.decode(
+        [tmp_path / "deep.png", tmp_path / "cmyk.jpg", tmp_path / "photo.jpg"], (8, 8), 3)
+    assert kept == [0, 1, 2] and not warnings
+    assert x[0, :, :4].max() == 0 and x[0, :, 4:].min() == 255
+    assert x[1, 4, 4, 0] > 200 and x[1, 4, 4, 1] < 60  # Red.
+    # Upright, the stored left half is the top half.
+    assert x[2, :3].mean() > 200 and x[2, -3:].mean() < 60
+
+
+def test_large_jpegs_decode_small_and_are_named_by_their_size(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "big" / name).mkdir(parents=True)
+        for i in range(5):
+            pixels = rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "big" / name / f"{i}.jpg")
+    data = images.load(Source(data=str(tmp_path / "big")), 0, 0.2, 0.2, size=(32, 32))
+    assert data.train[0].shape[1:] == (32, 32, 3)
+    assert any("Resized 10 images" in note and "(1600x1200)" in note for note in data.notes)

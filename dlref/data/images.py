@@ -130,47 +130,74 @@ def _existing(path):
     return path
 
 
+GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
+
+
 def decode(paths, size=None, channels=None, root=None):
     """Decodes `paths` (in threads: Pillow releases the GIL while it decodes and resizes).
+
+    Two passes, so that memory holds small images only: the headers first (mode and size, no
+    pixels), which decide the channels, then each file decoded, converted and resized at once.
+    A folder of 12-megapixel photos never sits in memory at full size.
 
     Returns (uint8 array, indices of the readable paths, notes, warnings). Every unreadable file
     is named in the warnings with Pillow's reason.
     """
     size = tuple(size) if size else (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
-        opened = list(pool.map(_open, paths))
-    bad = [(path, result) for path, result in zip(paths, opened, strict=True)
-           if isinstance(result, str)]
-    kept = [i for i, result in enumerate(opened) if not isinstance(result, str)]
-    images = [opened[i] for i in kept]
-    if channels is None:
-        channels = 1 if images and all(image.mode in ("1", "L", "I", "I;16", "F")
-                                       for image in images) else 3
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) + 1)) as pool:
-        x = np.stack(list(pool.map(lambda image: _pixels(image, size, channels), images))
-                     ) if images else np.zeros((0, *size, channels), np.uint8)
-    warnings = [f"Warning: skipped {plural(len(bad), 'unreadable image')}:"] if bad else []
-    warnings += [f"  {shown_path(path)}: {why}" for path, why in bad]
-    return x, kept, _resize_note(images, size, root), warnings
+        headers = list(pool.map(_header, paths))
+        readable = [i for i, header in enumerate(headers) if not isinstance(header, str)]
+        if channels is None:
+            channels = 1 if readable and all(headers[i][0] in GRAY_MODES for i in readable) else 3
+        decoded = dict(zip(readable, pool.map(lambda i: _read(paths[i], size, channels),
+                                              readable), strict=True))
+    failed = {i: result for i, result in {**dict(enumerate(headers)), **decoded}.items()
+              if isinstance(result, str)}
+    kept = [i for i in readable if i not in failed]
+    x = (np.stack([decoded[i] for i in kept]) if kept
+         else np.zeros((0, *size, channels), np.uint8))
+    warnings = [f"Warning: skipped {plural(len(failed), 'unreadable image')}:"] if failed else []
+    warnings += [f"  {shown_path(paths[i])}: {why}" for i, why in sorted(failed.items())]
+    return x, kept, _resize_note([headers[i][1] for i in kept], size, root), warnings
 
 
-def _open(path):
-    """A decoded Pillow image, upright (EXIF orientation applied), or why it cannot be read."""
-    from PIL import Image, ImageOps
+def _header(path):
+    """(mode, (width, height)) from the file's header, or why it cannot be read."""
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
-            image.load()  # Decodes now: a truncated file fails here, not in the middle of fit.
-            upright = ImageOps.exif_transpose(image)
-            return upright if upright is not None else image.copy()
+            return image.mode, image.size
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, ...
         return f"{type(error).__name__}: {error}".strip()
 
 
+def _read(path, size, channels):
+    """uint8 pixels at `size`, upright (EXIF orientation applied), or why the file cannot be
+    read. A JPEG is decoded at the smallest scale at least `size` (Pillow's draft), which makes
+    large photos several times faster to read."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("L" if channels == 1 else "RGB", (max(size), max(size)))
+            image.load()  # Decodes now: a truncated file fails here, not in the middle of fit.
+            upright = ImageOps.exif_transpose(image)
+            return _pixels(upright if upright is not None else image, size, channels)
+    except Exception as error:
+        return f"{type(error).__name__}: {error}".strip()
+
+
 def _pixels(image, size, channels):
-    """uint8 (height, width, channels) pixels; transparency composited on white."""
+    """uint8 (height, width, channels) pixels; transparency composited on white, 16-bit and
+    floating-point grayscale scaled to 0-255 (Pillow's own conversion would clip them)."""
     from PIL import Image
 
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
@@ -181,13 +208,13 @@ def _pixels(image, size, channels):
     return pixels[..., None] if channels == 1 else pixels
 
 
-def _resize_note(images, size, root):
-    sizes = {image.size for image in images}
-    other = sum(image.size != (size[1], size[0]) for image in images)
+def _resize_note(sizes, size, root):
+    """The notice for images resized; `sizes` are their (width, height) as found."""
+    other = sum(found != (size[1], size[0]) for found in sizes)
     if not other:
         return []
-    widths, heights = zip(*sizes, strict=True)
-    found = (f"{min(widths)}x{min(heights)} to {max(widths)}x{max(heights)}" if len(sizes) > 1
+    widths, heights = zip(*set(sizes), strict=True)
+    found = (f"{min(widths)}x{min(heights)} to {max(widths)}x{max(heights)}" if len(set(sizes)) > 1
              else f"{widths[0]}x{heights[0]}")
     where = f" in {shown_path(root)}" if root else ""
     return [f"Resized {plural(other, 'image')}{where} ({found}) to {size[1]}x{size[0]}."]
