@@ -168,3 +168,14 @@ def test_large_jpegs_decode_small_and_are_named_by_their_size(tmp_path):
     data = images.load(Source(data=str(tmp_path / "big")), 0, 0.2, 0.2, size=(32, 32))
     assert data.train[0].shape[1:] == (32, 32, 3)
     assert any("Resized 10 images" in note and "(1600x1200)" in note for note in data.notes)
+
+
+def test_images_that_would_not_fit_in_memory_are_refused_with_a_size_that_fits(monkeypatch):
+    import os
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 3 * 2**30 // 4096}  # 3 GiB: 1 GiB budget.
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    with pytest.raises(DlrefError, match=r"60,000 images of cifar10 at 224x224 would take 8\.4 "
+                                         r"GiB.*--set image_size=77 or less"):
+        images.fits_in_memory(60_000, (224, 224), 3, "cifar10")
+    images.fits_in_memory(60_000, (32, 32), 3, "cifar10")  # 184 MB: fine.

@@ -110,6 +110,8 @@ def read_folder(root, size=None, channels=None, classes=None):
                              f"{listing(unknown)} (it knows {listing(classes)}).")
     paths = [path for name in names for path in files[name]]
     labels = np.array([name for name in names for _ in files[name]], dtype=object)
+    fits_in_memory(len(paths), size or (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE),
+                   channels or 3, shown_path(root))
     x, kept, notes, warnings = decode(paths, size, channels, root)
     if loose:
         notes.append(f"Left out {plural(len(loose), 'image')} directly in {shown_path(root)} "
@@ -296,10 +298,29 @@ def read(source, size=None, channels=None, default="digits"):
                          f"{', '.join(DATASETS)}.")
     found = DATASETS[name]()
     found.where = name if source.dataset else f"{name} (built-in)"
+    count = len(found.x) + (len(found.test[0]) if found.test is not None else 0)
+    fits_in_memory(count, size or found.x.shape[1:3], channels or found.x.shape[3], name)
     found.x = conform(found.x, size, channels)
     if found.test is not None:
         found.test = (conform(found.test[0], size, channels), found.test[1])
     return found
+
+
+def fits_in_memory(count, size, channels, where):
+    """Refuses images that would fill more than a third of this machine's memory as uint8
+    arrays (CIFAR-10's 60,000 images at 224x224 take 9 GB), naming a size that fits."""
+    needed = count * size[0] * size[1] * channels
+    try:
+        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 3
+    except (ValueError, OSError, AttributeError):  # Not on Linux or macOS: no check.
+        return
+    if needed > budget:
+        side = int((budget / (count * channels)) ** 0.5)
+        raise DlrefError(
+            f"{plural(count, 'image')} of {where} at {size[0]}x{size[1]} would take "
+            f"{needed / 2**30:.1f} GiB of memory, more than a third of this machine's "
+            f"{3 * budget / 2**30:.0f} GiB. Use smaller images (--set image_size={side} or less) "
+            "or fewer of them.")
 
 
 def _refuse_table_options(source):
