@@ -96,9 +96,11 @@ def check_config(config):
                          "stage 1 trains the new head on the frozen base.")
     if not 0 <= config.fine_tune_fraction <= 1:
         raise DlrefError(f"fine_tune_fraction must be in [0, 1], got {config.fine_tune_fraction}.")
-    if config.fine_tune_learning_rate <= 0 or config.dense_units < 1 or config.per_class < 1:
-        raise DlrefError("fine_tune_learning_rate must be above 0, and dense_units and per_class "
-                         "at least 1.")
+    if config.fine_tune_learning_rate <= 0 or config.dense_units < 1:
+        raise DlrefError("fine_tune_learning_rate must be above 0 and dense_units at least 1.")
+    if not 1 <= config.per_class <= 200:
+        raise DlrefError(f"per_class must be from 1 to 200, got {config.per_class}: the built-in "
+                         "digits have 500 of each, and at least 100 stay for the test.")
     if config.image_size and config.image_size < MIN_SIZE.get(config.base, 32):
         raise DlrefError(f"{config.base} needs images of at least "
                          f"{MIN_SIZE.get(config.base, 32)} pixels a side (image_size).")
