@@ -60,6 +60,10 @@ Seed = typer.Option(None, "--seed", help="Shortcut for --set seed=N.")
 RunName = typer.Option(None, "--name", help="Suffix for the run folder.")
 Base = typer.Option(None, "--base", help="transfer: the pretrained network, mobilenet_v2 "
                     "(default), inception_v3 (the book's), resnet50 or efficientnet_b0.")
+Env = typer.Option(None, "--env", help="dqn: a gymnasium env id with discrete actions, e.g. "
+                   "CartPole-v1 (default), LunarLander-v3, ALE/Breakout-v5.")
+Steps = typer.Option(None, "--steps", help="dqn: environment steps to train (with --resume: "
+                     "the new total).")
 Weights = typer.Option(None, "--weights", help="transfer: imagenet (default; downloads once), "
                        "none, a .keras image model, or a run (folder or --name) whose "
                        "model.keras to start from, e.g. a cnn run.")
@@ -187,6 +191,8 @@ def train(
     embeddings: str | None = Embeddings,
     base: str | None = Base,
     weights: str | None = Weights,
+    env: str | None = Env,
+    steps: int | None = Steps,
     config: str | None = typer.Option(None, "--config", help="TOML config (e.g. config.toml "
                                          "of an earlier run, or best.toml of a tuning run)."),
     set_: list[str] = SetItems,
@@ -220,6 +226,8 @@ def train(
 
       dlref train transfer --data photos/ --base inception_v3
 
+      dlref train dqn --env LunarLander-v3 --steps 100000
+
       dlref train --config runs/binary/tune-20261123-101500-a1b2/best.toml
 
       dlref train --resume runs/binary/20261123-101500-a1b2
@@ -233,8 +241,9 @@ def train(
                             max_categories=max_categories, date_column=date_column,
                             text_column=text_column, embeddings=embeddings,
                             config=config, set=set_, seed=seed, base=base, weights=weights,
-                            name_=run_name, strategy=strategy != "default")
-        run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs, name=name)
+                            env=env, name_=run_name, strategy=strategy != "default")
+        run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs, name=name,
+                                  steps=steps)
     else:
         source = _source(data, dataset, target, positive_class, val_data, test_data, missing,
                          drop, features, max_categories, date_column, text_column,
@@ -242,12 +251,12 @@ def train(
         run_dir = training.train(name, source=source, config_file=config, overrides=set_,
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
                                  strategy=strategy, argv=sys.argv,
-                                 shortcuts=_shortcuts(base, weights, runs_dir))
+                                 shortcuts=_shortcuts(base, weights, runs_dir, env, steps))
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
 
 
-def _shortcuts(base, weights, runs_dir=None):
+def _shortcuts(base, weights, runs_dir=None, env=None, steps=None):
     """--base and --weights as config values. --weights names a .keras file, or a run (its
     folder or --name) whose model.keras is meant; either becomes an absolute path, so that the
     run's config.toml works from any folder."""
@@ -259,11 +268,14 @@ def _shortcuts(base, weights, runs_dir=None):
         if not Path(weights).is_file() and Path(weights).suffix != ".keras":
             weights = str(runs.find_run(weights, runs.runs_root(runs_dir)) / "model.keras")
         weights = os.path.abspath(weights)
-    return {"base": base, "weights": weights}
+    return {"base": base, "weights": weights, "env": env, "steps": steps}
 
 
 def _refuse_with_resume(**given):
     """--resume continues a run with its own settings: any other option would be ignored."""
+    if given.get("env"):
+        raise DlrefError("--resume continues a run in the env it started in, so --env cannot "
+                         "apply.")
     flags = {"name_": "--name", "set": "--set",
              "date_column": "--date-column", "text_column": "--text-column",
              "positive_class": "--positive-class", "val_data": "--val-data",
@@ -393,15 +405,44 @@ def evaluate(
     run: str = typer.Argument(..., help="Run folder, or its name under the runs root."),
     data: str | None = typer.Option(None, "--data", help="A labelled CSV to evaluate on "
                                        "(default: the run's own test split)."),
+    episodes: int | None = typer.Option(None, "--episodes", help="dqn: test episodes to play "
+                                        "(default: the run's eval_episodes)."),
+    record: bool = typer.Option(False, "--record", help="dqn: also save an animated GIF of "
+                                "one episode in the run's plots/."),
     runs_dir: str | None = RunsDir,
     as_json: bool = AsJson,
 ):
     """Reload a run's model and print its test metrics beside the baselines.
 
-    Example: dlref evaluate runs/binary/20261123-101500-a1b2 --data holdout.csv
+    Examples:
+
+      dlref evaluate runs/binary/20261123-101500-a1b2 --data holdout.csv
+
+      dlref evaluate runs/dqn/20261127-101500-a1b2 --episodes 50 --record
     """
     from dlref import reports, saved
 
+    run_dir = runs.find_run(run, runs.runs_root(runs_dir))
+    manifest = runs.read_manifest(run_dir)
+    if registry.own_process(manifest.get("recipe", "")):
+        if data:
+            raise DlrefError("A dqn run is evaluated by playing its env: --episodes N "
+                             "(and --record), not --data.")
+        from dlref.rl import runner
+
+        result = runner.evaluate(run_dir, manifest, episodes, record)
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        typer.echo(f"{run_dir}  ({manifest['env']}, {result['episodes']} episodes)\n")
+        typer.echo(reports.metrics_table(result["metrics"]))
+        if result.get("recording"):
+            typer.echo(f"\nRecorded an episode (reward {result['recording']['reward']:.1f}): "
+                       f"{result['recording']['path']}")
+        return
+    if episodes is not None or record:
+        raise DlrefError(f"--episodes and --record go with dqn runs; {run_dir.name} is a "
+                         f"{manifest.get('recipe')} run.")
     run_dir, result = saved.evaluate_run(run, runs_dir=runs_dir, data_path=data)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
@@ -512,10 +553,12 @@ def _run_row(manifest):
     monitored = f"{monitor} {best['value']:.4f}" if best.get("value") is not None else "-"
     tested = f"{test['metric']} {test['value']:.4f}" if test.get("value") is not None else "-"
     when = manifest.get("created", "")[:16].replace("T", " ")
-    data = Source.from_dict(manifest.get("source")).short()
+    data = manifest.get("env") or Source.from_dict(manifest.get("source")).short()
+    done = str(manifest.get("epochs_completed", "-"))
+    if "steps_completed" in manifest:  # dqn counts environment steps.
+        done = f"{manifest['steps_completed']:,} steps"
     return (manifest.get("recipe", "?"), manifest.get("run", "?"), data,
-            manifest.get("status", "?"), str(manifest.get("epochs_completed", "-")), monitored,
-            tested, when)
+            manifest.get("status", "?"), done, monitored, tested, when)
 
 
 @app.command()

@@ -17,6 +17,8 @@ MESSAGES = {
     "fit": "finishing this epoch, then saving. Press Ctrl-C again to stop now.",
     "finish": "training is over; finishing the evaluation and saving first. Press Ctrl-C "
               "again to stop now (dlref train --resume finishes it later).",
+    "agent": "stopping the agent at its next step and saving its weights. Press Ctrl-C again "
+             "to stop now.",
 }
 
 
@@ -24,6 +26,8 @@ class StopRequests:
     """A context manager that turns SIGINT / SIGTERM into a request others can read.
 
     Args:
+        on_first: called on the first signal, after its message (the DQN runner passes it on
+            to the keras-rl2 worker).
         on_second: called on the second signal, before the KeyboardInterrupt; it may end the
             process.
 
@@ -33,8 +37,8 @@ class StopRequests:
         phase: 'fit' while training, 'finish' after; it picks the message a signal prints.
     """
 
-    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM), on_second=None):
-        self.signals, self.on_second = signals, on_second
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM), on_second=None, on_first=None):
+        self.signals, self.on_second, self.on_first = signals, on_second, on_first
         self.requested = self.second = None
         self.phase = "fit"
         self._previous = {}
@@ -57,6 +61,8 @@ class StopRequests:
             raise KeyboardInterrupt
         self.requested = name
         print(f"\n{name}: {MESSAGES[self.phase]}", file=sys.stderr, flush=True)
+        if self.on_first:
+            self.on_first()
 
     def _restore(self):
         for signum, handler in self._previous.items():

@@ -23,10 +23,12 @@ RECIPES = {  # In the book's order of chapters.
     "timeseries": "dlref.recipes.timeseries",
     "text": "dlref.recipes.text",
     "seq2seq": "dlref.recipes.seq2seq",
+    "dqn": "dlref.recipes.dqn",
     "gan": "dlref.recipes.gan",
 }
 
-_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE")
+# ENGINE (optional): "keras-rl2" for the recipe that trains in its own process (dlref.rl).
+_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE")
 
 
 def preset_dir():
@@ -60,11 +62,18 @@ def resolve(name):
 
 
 def load(recipe):
-    """Imports a recipe module (this is where Keras and TensorFlow get imported)."""
+    """Imports a recipe module (this is where Keras and TensorFlow get imported, except for a
+    recipe with its own process: the DQN's module is light, its worker imports the rest)."""
     from dlref.backend import import_tensorflow
 
-    import_tensorflow()
+    if not own_process(recipe):
+        import_tensorflow()
     return importlib.import_module(RECIPES[recipe])
+
+
+def own_process(recipe):
+    """Whether a recipe trains in its own worker process (keras-rl2), not through training.py."""
+    return info(recipe).get("engine") == "keras-rl2"
 
 
 def _module_tree(recipe):

@@ -9,7 +9,8 @@ from dlref import io
 
 # Table columns, in this order: the network, then its baselines (forecasts have three; transfer
 # learning compares with the same network trained from scratch, a GAN with real images).
-PREDICTORS = ("model", "trivial", "persistence", "seasonal_naive", "classical", "scratch", "real")
+PREDICTORS = ("model", "trivial", "persistence", "seasonal_naive", "classical", "scratch", "real",
+              "random", "solved")
 
 
 # --- Classical baseline ----------------------------------------------------------------------

@@ -179,6 +179,10 @@ def open_run(ref, runs_dir=None):
     """
     run_dir = runs.find_run(ref, runs.runs_root(runs_dir))
     manifest = runs.read_manifest(run_dir)
+    if registry.own_process(manifest.get("recipe", "")):
+        raise DlrefError(f"{run_dir.name} is a dqn run: its agent acts in its env rather than "
+                         f"predicting from data. Watch it play: dlref evaluate {run_dir} "
+                         "--episodes 10 --record")
     if not (run_dir / "model.keras").is_file():
         raise DlrefError(
             f"{run_dir} has no model.keras (status: {manifest.get('status')}). "

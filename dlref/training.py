@@ -109,6 +109,12 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
 
     root = runs.runs_root(runs_dir)  # A runs folder that is a file fails before the data.
     name, source = source_and_recipe(name, source, config_file)
+    if registry.own_process(registry.resolve(name)[0]):  # DQN: keras-rl2 in a worker process.
+        from dlref.rl import runner
+
+        return runner.train(name, source=source, config_file=config_file, overrides=overrides,
+                            epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
+                            argv=argv, shortcuts=shortcuts, strategy=strategy)
     recipe, preset, values = resolve_config(name, config_file, overrides, epochs, seed, shortcuts)
     if run_name is not None:
         runs.validate_name(run_name)
@@ -133,12 +139,13 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
         return _run(module, config, data, run_dir)
 
 
-def resume(ref, *, runs_dir=None, epochs=None, name=None):
+def resume(ref, *, runs_dir=None, epochs=None, name=None, steps=None):
     """Continues an interrupted run from its last completed epoch, in the same folder.
 
     Args:
         epochs: a new total number of epochs (not a number to add); None keeps the run's.
         name: the recipe or preset named with --resume, which must be the run's own.
+        steps: dqn: a new total number of environment steps.
     """
     run_dir = runs.find_run(ref, runs.runs_root(runs_dir))
     with runs.locked(run_dir):
@@ -150,6 +157,16 @@ def resume(ref, *, runs_dir=None, epochs=None, name=None):
         if name and name not in (manifest["recipe"], manifest.get("preset")):
             raise DlrefError(f"{run_dir.name} is a {manifest['recipe']} run, not {name}: "
                              f"dlref train --resume {run_dir} continues it as it started.")
+        if registry.own_process(manifest["recipe"]):
+            from dlref.rl import runner
+
+            if epochs is not None:
+                raise DlrefError("dqn counts environment steps, not epochs: --steps N sets "
+                                 "the new total.")
+            return runner.resume(run_dir, manifest, steps=steps)
+        if steps is not None:
+            raise DlrefError(f"--steps goes with the dqn recipe; {run_dir.name} is a "
+                             f"{manifest['recipe']} run (--epochs sets its new total).")
         module = registry.load(manifest["recipe"])
         done = _check_new_total(run_dir, manifest, epochs)
         defaults = configlib.field_defaults(module.Config)
