@@ -70,7 +70,8 @@ def test_importing_the_cli_loads_nothing_heavy():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "--json"], ["show", "regression"],
-                                  ["show", "multiclass-dropout", "--set", "epochs=3"], ["runs"]],
+                                  ["show", "multiclass-dropout", "--set", "epochs=3"], ["runs"],
+                                  ["show", "dqn"], ["show", "dqn-breakout"]],
                          ids=" ".join)
 def test_fast_commands_never_import_tensorflow(args, tmp_path):
     process = helpers.python(["-c", IMPORT_PROBE, *args], env={"DLREF_RUNS_DIR": str(tmp_path)})

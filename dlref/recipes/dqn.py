@@ -1,6 +1,4 @@
-"""Deep Q-network: an agent that learns to act in a gymnasium environment (chapter 12).
-
-Title: DQN with keras-rl2 — CartPole, LunarLander and Atari Breakout.
+"""Deep Q-network with keras-rl2: an agent that learns to act in a gymnasium env (chapter 12).
 
 The agent sees an observation (CartPole's four numbers, LunarLander's eight, Breakout's
 screen), picks one of a few discrete actions with an epsilon-greedy policy over the Q-values a

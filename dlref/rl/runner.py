@@ -333,13 +333,16 @@ class Progress:
 
     def _line(self, row, now):
         done = row["step"] / self.config.steps
-        rate = (row["step"] - self.first_step) / max(now - self.started, 1e-9)
-        left = (self.config.steps - row["step"]) / rate if rate > 0 else 0
+        speed = ""
+        if now - self.started >= 2:  # Before that, a rate says little.
+            rate = (row["step"] - self.first_step) / (now - self.started)
+            left = (self.config.steps - row["step"]) / rate if rate > 0 else 0
+            speed = f"  {rate:,.0f} steps/s  ETA {_clock(left)}"
         bar = "#" * int(20 * done) + "-" * (20 - int(20 * done))
         text = (f"step {row['step']:>9,}/{self.config.steps:,} [{bar}] {done:4.0%}  episode "
                 f"{row['episode']:,}  reward {row['reward']:.1f} (last 20: "
-                f"{sum(self.recent) / len(self.recent):.1f})  epsilon {row['epsilon']:.2f}  "
-                f"{rate:,.0f} steps/s  ETA {_clock(left)}")
+                f"{sum(self.recent) / len(self.recent):.1f})  epsilon {row['epsilon']:.2f}"
+                f"{speed}")
         if self.tty:
             print(f"\r{text}\033[K", end="", flush=True)
             self.open_line = True

@@ -237,6 +237,9 @@ def evaluate(run_dir, config, info, events, stop, agent, checkpoints=None, episo
     """Test episodes with the run's weights (and, for the run's own evaluation, a random
     policy over as many episodes, model.h5 and a recorded episode)."""
     episodes = episodes or config.eval_episodes
+    # Exploration in test episodes (epsilon_test) draws from numpy: seeded here, `dlref evaluate`
+    # plays the same episodes as the run's own evaluation.
+    np.random.seed(config.seed + 2)
     if final:
         which, path = checkpoints.weights()
         agent.load_weights(str(path))
