@@ -6,8 +6,25 @@ command, so fd 2 points at /dev/null for the import alone; errors raised by the 
 reach the user as Python exceptions, and everything after it prints as usual.
 """
 
+import contextlib
 import os
 import sys
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """fd 2 points at /dev/null inside the block: for notices that C++ code writes (TensorFlow's
+    while it loads, the Atari emulator's banner), which Python cannot filter."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def import_tensorflow():
@@ -16,16 +33,8 @@ def import_tensorflow():
         import tensorflow
 
         return tensorflow
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
+    with quiet_stderr():
         import tensorflow
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
     # TensorFlow's Python logger warns about tf.function retracing when one process builds
     # many models (tuning, then --train-best): advice for library authors, not for our users.
     tensorflow.get_logger().setLevel("ERROR")

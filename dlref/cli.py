@@ -435,10 +435,7 @@ def evaluate(
             typer.echo(json.dumps(result, indent=2))
             return
         typer.echo(f"{run_dir}  ({manifest['env']}, {result['episodes']} episodes)\n")
-        typer.echo(reports.metrics_table(result["metrics"]))
-        if result.get("recording"):
-            typer.echo(f"\nRecorded an episode (reward {result['recording']['reward']:.1f}): "
-                       f"{result['recording']['path']}")
+        typer.echo(reports.metrics_table(result["metrics"]) + runner.recorded(result))
         return
     if episodes is not None or record:
         raise DlrefError(f"--episodes and --record go with dqn runs; {run_dir.name} is a "

@@ -27,6 +27,7 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 EPOCHS = 5  # The first epoch traces the graph; the median of the others is reported.
 ROUNDS = 2  # dlref and bare Keras alternate, so a slow spell of a shared machine hits both.
+BEST_DQN = ("hidden_units=[64, 64]",)  # The best CartPole settings found (README, issue 10).
 
 
 def timed(command, repeat=5):
@@ -198,6 +199,36 @@ def transfer_throughput(images=160, size=224, epochs=6):
                                                                   seconds[feature:])]
 
 
+def dqn_cartpole(target, *settings, seed=0, interval=2500):
+    """`dlref train dqn` (CartPole-v1) until the mean of 20 test episodes, run every `interval`
+    steps, reaches `target`, or the 50,000 steps of the book: the first step it reached 195
+    and 475 at, wall time from the command's start, and training steps/s (tests left out)."""
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        subprocess.run([str(BIN / "dlref"), "train", "dqn", "--seed", str(seed),
+                        "--set", f"test_interval={interval}", "--set", "test_episodes=20",
+                        "--set", f"stop_at_reward={target}", "--set", "record_episode=false",
+                        *settings, "--runs-dir", folder], check=True, env=ENV,
+                       capture_output=True)
+        seconds = time.perf_counter() - started
+        run_dir = next(Path(folder).glob("dqn/*"))
+        manifest = json.loads((run_dir / "run.json").read_text())
+        lines = (run_dir / "tests.csv").read_text().splitlines()[1:]
+    tests = [(int(line.split(",")[0]), float(line.split(",")[1])) for line in lines]
+    reached = {goal: next((step for step, mean in tests if mean >= goal), None)
+               for goal in (195, 475)}
+    return {"reached": reached, "minutes": seconds / 60, "steps": manifest["steps_completed"],
+            "steps_per_second": manifest["timings"]["steps_per_second"]}
+
+
+def _dqn_row(what, found):
+    reached = "; ".join(f"{goal} at step {step:,}" if step else f"{goal} not reached"
+                        for goal, step in found["reached"].items())
+    return (f"| train dqn, CartPole-v1, {what}: mean of 20 test episodes | {reached} "
+            f"({found['steps']:,} steps, {found['minutes']:.1f} min, "
+            f"{found['steps_per_second']:,.0f} steps/s) |")
+
+
 def tuning():
     try:
         from dlref.tuning import benchmark
@@ -253,6 +284,10 @@ def main():
     samples, epoch = recipe_throughput("gan", epochs=3)
     print(f"| train gan, built-in digits (3,500 train), DCGAN, s/epoch; images/s | "
           f"{epoch:.1f} s; {samples:,.0f} images/s |")
+    print(_dqn_row("the book's settings", dqn_cartpole(475)))
+    print(_dqn_row("best found (" + ", ".join(BEST_DQN) + ")",
+                   dqn_cartpole(475, *[part for setting in BEST_DQN
+                                       for part in ("--set", setting)])))
     tune = tuning()
     for name, value in (tune or {}).items():
         print(f"| tune: {name} | {value} |")

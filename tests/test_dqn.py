@@ -133,18 +133,35 @@ def test_the_same_seed_gives_the_same_episodes(tmp_path, runs_root):
     assert tests[0] == tests[1]
 
 
-def test_ctrl_c_leaves_an_interrupted_run_that_resumes(tmp_path, runs_root):
+def _stopped_after_first_test(tmp_path, signum, *args):
+    """Starts `dlref train dqn ARGS`, sends `signum` once the first periodic test is printed
+    (weights exist, training goes on); returns (exit code, stdout, stderr)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dlref.cli", "train", "dqn", "--steps", "1500", "--name", "stop",
-         "--set", "test_interval=300", *QUICK], cwd=tmp_path, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # Stop after the first test: weights exist, training goes on.
+    process = subprocess.Popen([sys.executable, "-m", "dlref.cli", "train", "dqn",
+                                *map(str, args), *QUICK], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
         if line.startswith("Test at step"):
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signum)
             break
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, out + err
+    return process.returncode, out, err
+
+
+def test_sigterm_stops_the_agent_and_saves(tmp_path, runs_root):
+    code, out, err = _stopped_after_first_test(tmp_path, signal.SIGTERM, "--steps", 100_000,
+                                               "--set", "test_interval=200")
+    assert code == 130 and "Run interrupted (stopped by SIGTERM)" in err, out + err
+    run_dir = helpers.only_run(runs_root, "dqn")
+    assert helpers.read_json(run_dir / "run.json")["status"] == "interrupted"
+    assert (run_dir / "checkpoints" / "last.h5").is_file()
+    assert "Traceback" not in (run_dir / "worker.log").read_text()
+
+
+def test_ctrl_c_leaves_an_interrupted_run_that_resumes(tmp_path, runs_root):
+    code, out, err = _stopped_after_first_test(tmp_path, signal.SIGINT, "--steps", 1500,
+                                               "--name", "stop", "--set", "test_interval=300")
+    assert code == 130, out + err
     assert "Run interrupted (stopped by SIGINT)" in err and "dlref train --resume" in err
     run_dir = helpers.only_run(runs_root, "dqn")
     manifest = helpers.read_json(run_dir / "run.json")
@@ -178,13 +195,15 @@ def test_a_few_hundred_breakout_steps_run_end_to_end(tmp_path, runs_root):
     process = _ok(_dlref(tmp_path, "train", "dqn", "--env", "ALE/Breakout-v5", "--steps", 200,
                          "--set", "warmup_steps=50", "--set", "memory_limit=1000",
                          "--set", "test_interval=100", "--set", "max_episode_steps=150",
-                         "--set", "test_episodes=1", "--set", "eval_episodes=1"))
+                         "--set", "test_episodes=1", "--set", "eval_episodes=1",
+                         "--set", "dueling=true"))
     assert "preset dqn-breakout" in process.stdout
     assert "Atari frames (84x84 grayscale, 4-frame window)" in process.stdout
     run_dir = helpers.only_run(runs_root, "dqn")
     manifest = helpers.read_json(run_dir / "run.json")
     assert manifest["status"] == "completed" and manifest["preset"] == "dqn-breakout"
     assert manifest["config"]["window_length"] == 4 and manifest["config"]["train_interval"] == 4
+    assert manifest["config"]["dueling"] is True  # The option builds and trains.
     assert manifest["steps_completed"] == 200
     assert (run_dir / "plots" / "episode.gif").read_bytes()[:3] == b"GIF"
 
@@ -209,6 +228,7 @@ def test_envs_a_dqn_cannot_learn_are_refused_before_a_run_exists(env_id, words, 
     (["--set", "epsilon_min=2"], ["epsilon_min is a probability"]),
     (["--set", "hidden_units=[]"], ["hidden_units"]),
     (["--set", "memory_limit=8"], ["memory_limit"]),
+    (["--set", "memory_limit=100000000000"], ["GiB when full", "--set memory_limit="]),
 ])
 def test_bad_dqn_options_are_refused(args, words):
     helpers.assert_user_error(helpers.invoke("train", "dqn", *args), *words)
@@ -246,3 +266,24 @@ def test_discrete_states_are_one_hot():
     frame = dqn.processor({"observation": "image"}).process_observation(
         __import__("numpy").zeros((210, 160, 3), dtype="uint8"))
     assert frame.shape == (84, 84) and frame.dtype == "uint8"
+
+
+@pytest.mark.slow
+def test_cartpole_reaches_195_with_the_book_settings(tmp_path, runs_root):
+    """Issue 10: the book's CartPole agent trains until the mean of 20 test episodes is at
+    least 195 (CartPole-v0's threshold). Prints steps, minutes and steps/s (pytest -s)."""
+    import time
+
+    started = time.perf_counter()
+    _ok(_dlref(tmp_path, "train", "dqn", "--seed", 0, "--set", "test_interval=2500",
+               "--set", "test_episodes=20", "--set", "stop_at_reward=195",
+               "--set", "record_episode=false", timeout=1800))
+    minutes = (time.perf_counter() - started) / 60
+    run_dir = helpers.only_run(runs_root, "dqn")
+    manifest = helpers.read_json(run_dir / "run.json")
+    last = _rows(run_dir / "tests.csv")[-1]
+    assert float(last["mean"]) >= 195 and int(last["episodes"]) == 20
+    assert manifest["steps_completed"] == int(last["step"]) < 50_000  # It stopped there.
+    print(f"\nCartPole-v1, the book's settings: a mean of {float(last['mean']):.1f} over 20 test "
+          f"episodes at step {int(last['step']):,}, {minutes:.1f} min, "
+          f"{manifest['timings']['steps_per_second']:,.0f} steps/s")

@@ -336,13 +336,19 @@ def needs_shell(text):
 # transfer's pretraining of its built-in base, the GAN judge's training and its samples.
 QUICKER = {"transfer": ["--set", "pretrain_epochs=1"],
            "gan": ["--set", "judge_epochs=1", "--set", "quality_samples=64"]}
+# The DQN counts environment steps, not epochs: a few hundred, with short tests.
+STEPS = {"dqn": ["--steps", "300", "--set", "test_interval=150", "--set", "test_episodes=2",
+                 "--set", "eval_episodes=2"]}
 
 
 def shortened(argv):
     """argv of a training command cut to its first epoch (the smoke test's only change, with
     QUICKER's settings for the recipes that train more than their epochs)."""
     if argv[:2] == ["dlref", "train"] and "--resume" not in argv:
-        return argv + ["--epochs", "1"] + QUICKER.get(argv[2] if len(argv) > 2 else "", [])
+        recipe = argv[2] if len(argv) > 2 else ""
+        if recipe.split("-")[0] in STEPS:
+            return argv + STEPS[recipe.split("-")[0]]
+        return argv + ["--epochs", "1"] + QUICKER.get(recipe, [])
     if argv[:2] == ["dlref", "tune"] and "--resume" not in argv:
         trials = ["--max-trials", "1"] if {"random", "bayesian"} & set(argv) else []
         return argv + ["--max-epochs", "1"] + trials

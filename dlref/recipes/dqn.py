@@ -138,7 +138,10 @@ class AtariProcessor(_Processor):
     def process_observation(self, observation):
         from PIL import Image
 
-        image = Image.fromarray(np.asarray(observation, dtype=np.uint8))
+        frame = np.asarray(observation, dtype=np.uint8)
+        if frame.ndim == 3 and frame.shape[2] != 3:  # One channel, or RGBA.
+            frame = frame[..., 0] if frame.shape[2] == 1 else frame[..., :3]
+        image = Image.fromarray(frame)
         return np.asarray(image.resize(self.SIZE, Image.BILINEAR).convert("L"), dtype=np.uint8)
 
     def process_state_batch(self, batch):

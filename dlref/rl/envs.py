@@ -80,8 +80,11 @@ def describe(env_id):
         hint = f" Did you mean {', '.join(match)}?" if match else ""
         raise DlrefError(f"Unknown gymnasium env {env_id!r}.{hint} Ids look like CartPole-v1, "
                          "LunarLander-v3 or ALE/Breakout-v5.")
+    from dlref.backend import quiet_stderr
+
     try:
-        env = gymnasium.make(env_id)
+        with quiet_stderr():  # The Atari emulator prints a banner.
+            env = gymnasium.make(env_id)
     except Exception as error:  # A missing extra (box2d, mujoco), a missing ROM...
         raise DlrefError(f"Cannot make the env {env_id}: {type(error).__name__}: {error}") from None
     try:
@@ -102,8 +105,10 @@ def _spaces(env_id, env, spaces):
         kind, shape = "discrete", (int(observation.n),)
     elif isinstance(observation, spaces.Box) and len(observation.shape) == 1:
         kind, shape = "flat", tuple(observation.shape)
-    elif isinstance(observation, spaces.Box) and len(observation.shape) == 3:
-        kind, shape = "image", tuple(observation.shape)
+    elif isinstance(observation, spaces.Box) and (
+            len(observation.shape) == 2 or (len(observation.shape) == 3
+                                            and observation.shape[2] in (1, 3, 4))):
+        kind, shape = "image", tuple(observation.shape)  # Grayscale, RGB or RGBA frames.
     else:
         raise DlrefError(f"{env_id}'s observations are {observation}; the DQN recipe learns from "
                          "a vector (dense network), an image (conv network) or a discrete state.")

@@ -57,6 +57,7 @@ def train(name, *, source, config_file=None, overrides=(), epochs=None, seed=Non
               flush=True)
     config = dqn.Config(**values)
     dqn.check_config(config)
+    _check_memory(config, info)
     if run_name is not None:
         runs.validate_name(run_name)
     run_dir = runs.create_run(root, recipe, run_name)
@@ -69,6 +70,26 @@ def train(name, *, source, config_file=None, overrides=(), epochs=None, seed=Non
         )
         io.write_text(run_dir / "config.toml", configlib.to_toml(recipe, values))
         return _drive(run_dir, config, info)
+
+
+def _check_memory(config, info):
+    """Refuses a replay memory that would fill more than half of this machine's memory when
+    full, hours into a run (the book's Breakout keeps 1,000,000 frames: about 7 GiB)."""
+    if info["observation"] == "image":
+        per_step = 84 * 84
+    else:
+        per_step = 4 * info["observation_shape"][0]
+    per_step += 250  # keras-rl2 keeps each step as Python objects: an array, a reward, ...
+    try:
+        budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # Not on Linux or macOS: no check.
+        return
+    if config.memory_limit * per_step > budget:
+        fits = budget // per_step
+        raise DlrefError(
+            f"A replay memory of {config.memory_limit:,} steps of {config.env} would take "
+            f"{config.memory_limit * per_step / 2**30:.1f} GiB when full, more than half of this "
+            f"machine's {2 * budget / 2**30:.0f} GiB. Use --set memory_limit={fits} or less.")
 
 
 def _book_preset(name, config_file, env_id, info):
@@ -162,8 +183,12 @@ def _drive(run_dir, config, info):
     finally:
         progress.close()
         board.close()
-    runs.update_manifest(run_dir, steps_completed=_state(run_dir)["step"],
-                         episodes_completed=len(episodes))
+    trained = sum(row["seconds"] for row in episodes)  # In episodes: tests left out.
+    steps = _state(run_dir)["step"]
+    runs.update_manifest(run_dir, steps_completed=steps, episodes_completed=len(episodes),
+                         timings={"episode_seconds": round(trained, 1),
+                                  "steps_per_second": round(steps / trained, 1) if trained
+                                  else None})
     if "evaluation" in found:
         _finish(run_dir, config, info, found["evaluation"], episodes, tests, board)
         return run_dir
@@ -392,6 +417,17 @@ def _finish(run_dir, config, info, evaluation, episodes, tests, board):
     _summary(run_dir, evaluation, metrics)
 
 
+def recorded(evaluation):
+    """The line about the recorded episode (or why there is none), or ''."""
+    recording = evaluation.get("recording")
+    if evaluation.get("recording_error"):
+        return f"\nCould not record an episode: {evaluation['recording_error']}"
+    if not recording:
+        return ""
+    cut = f", the first {recording['frames']:,} frames" if recording["cut"] else ""
+    return f"\nRecorded an episode (reward {recording['reward']:.1f}{cut}): {recording['path']}"
+
+
 def _summary(run_dir, evaluation, metrics):
     from dlref.reports import metrics_table
 
@@ -400,11 +436,7 @@ def _summary(run_dir, evaluation, metrics):
     print(f"\nTest metrics over {plural(len(evaluation['rewards']), 'episode')} with {weights} "
           "(random = uniformly random actions; solved = the env's reward threshold):")
     print(metrics_table(metrics))
-    recording = evaluation.get("recording")
-    if recording:
-        cut = f", the first {recording['frames']:,} frames" if recording["cut"] else ""
-        print(f"\nRecorded an episode (reward {recording['reward']:.1f}{cut}): "
-              f"{recording['path']}")
+    print(recorded(evaluation))
     if run_dir is not None:
         root = run_dir.parent.parent
         print(f"\nRun:          {run_dir}\nTensorBoard:  dlref tensorboard {root}"
@@ -445,5 +477,7 @@ def evaluate(run_dir, manifest, episodes=None, record=False):
                     if k != "model"})
     return {"metrics": metrics, "episodes": len(evaluation["rewards"]),
             "rewards": evaluation["rewards"], "lengths": evaluation["lengths"],
-            "recording": evaluation.get("recording"), "weights": evaluation["weights"]}
+            "recording": evaluation.get("recording"), "weights": evaluation["weights"],
+            **({"recording_error": evaluation["recording_error"]}
+               if "recording_error" in evaluation else {})}
 

@@ -212,18 +212,22 @@ def train(run_dir, config, info, events, stop):
         agent.nb_steps_warmup = state["step"] + config.warmup_steps
     trainer = Trainer(config, events, stop, checkpoints, test_env)
     events.emit("start", step=state["step"], steps=config.steps, episode=state["episode"],
-                parameters=int(agent.model.count_params()), resumed=bool(state["step"]),
+                parameters=int(agent.model.count_params()), fit_done=state["fit_done"],
+                resumed=bool(state["step"]) and not state["fit_done"],
                 warmup=config.warmup_steps)
     if not state["fit_done"]:
         agent.fit(env, nb_steps=config.steps, verbose=0, callbacks=[trainer],
                   nb_max_episode_steps=config.max_episode_steps or None)
         step = int(agent.step)
+        try:
+            if not stop.requested and trainer.tested_at != step:
+                trainer.test(step)  # The weights at the end are tested too.
+        except KeyboardInterrupt:  # A signal during that test.
+            pass
         if stop.requested:
             trainer.save_last(step)
             events.emit("stopped", step=step, reason=stop.requested)
             return
-        if trainer.tested_at != step:  # The weights at the end are tested too.
-            trainer.test(step)
         trainer.save_last(step, fit_done=True)
         events.emit("trained", step=step, solved=trainer.solved)
     evaluate(run_dir, config, info, events, stop, agent, checkpoints, final=True)
@@ -257,7 +261,12 @@ def evaluate(run_dir, config, info, events, stop, agent, checkpoints=None, episo
             record = record or (Path(run_dir) / "plots" / "episode.gif"
                                 if config.record_episode else None)
         if record:
-            found["recording"] = record_episode(agent, config, info, record, stop)
+            try:
+                found["recording"] = record_episode(agent, config, info, record, stop)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # An env that cannot draw itself: the run still ends.
+                found["recording_error"] = f"{type(error).__name__}: {error}"
     except KeyboardInterrupt:
         events.emit("stopped", step=checkpoints.state["step"] if checkpoints else 0,
                     reason=stop.requested, fit_done=True)
@@ -294,7 +303,10 @@ class FrameRecorder(Callback):
 
     def _grab(self):
         if len(self.frames) < GIF_FRAMES:
-            self.frames.append(self.env.render())
+            frame = self.env.render()
+            if frame is None:
+                raise ValueError("the env returned no frame in render_mode rgb_array")
+            self.frames.append(frame)
 
 
 def record_episode(agent, config, info, path, stop):
