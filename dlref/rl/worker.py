@@ -13,13 +13,13 @@ saved and the worker exits with a `stopped` event. Nothing of dlref outside `dlr
 execution off for the whole process.
 """
 
-from dlref.rl import legacy  # First: it selects legacy Keras before TensorFlow loads.
+from dlref.rl.stop import STOP  # First: a signal during the imports is kept.
+from dlref.rl import legacy  # Before TensorFlow loads: it selects legacy Keras.
 
 import argparse
 import json
 import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -53,24 +53,6 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON: {type(value).__name__}")
-
-
-class StopFlag:
-    """SIGINT and SIGTERM set a flag that the callbacks read at the next step: keras-rl2's
-    `fit` catches the KeyboardInterrupt they raise there and returns, with every file whole.
-    Installed explicitly: a process started from a script may inherit SIGINT as ignored."""
-
-    def __init__(self):
-        self.requested = None
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = signal.Signals(signum).name
-
-    def check(self):
-        if self.requested:
-            raise KeyboardInterrupt
 
 
 class StopCheck(Callback):
@@ -345,7 +327,7 @@ def main(argv=None):
     parser.add_argument("--episodes", type=int)
     parser.add_argument("--record", type=Path)
     args = parser.parse_args(argv)
-    events, stop = Events(), StopFlag()
+    events, stop = Events(), STOP
     manifest = io.read_json(args.run_dir / "run.json")
     values = configlib.merge(configlib.field_defaults(dqn.Config),
                              [("run.json", manifest["config"])])
