@@ -198,7 +198,7 @@ def test_a_few_hundred_breakout_steps_run_end_to_end(tmp_path, runs_root):
                          "--set", "test_episodes=1", "--set", "eval_episodes=1",
                          "--set", "dueling=true"))
     assert "preset dqn-breakout" in process.stdout
-    assert "Atari frames (84x84 grayscale, 4-frame window)" in process.stdout
+    assert "84x84 grayscale frames, a window of 4; 4 actions" in process.stdout
     run_dir = helpers.only_run(runs_root, "dqn")
     manifest = helpers.read_json(run_dir / "run.json")
     assert manifest["status"] == "completed" and manifest["preset"] == "dqn-breakout"

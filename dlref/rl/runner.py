@@ -337,13 +337,14 @@ class Progress:
             print(f"The replay memory starts empty: the first {event['warmup']:,} steps fill "
                   "it again before learning resumes.", flush=True)
         else:
-            kind = {"image": "Atari frames (84x84 grayscale, 4-frame window)",
+            config = self.config
+            kind = {"image": f"84x84 grayscale frames, a window of {config.window_length}",
                     "discrete": "one-hot states"}.get(info["observation"], "vector observations")
             solved = f"; solved at {info['solved']:g}" if info["solved"] is not None else ""
-            print(f"Training a DQN on {self.config.env} ({kind}, {info['actions']} actions"
-                  f"{solved}): {plural(event['parameters'], 'parameter')}, "
-                  f"{self.config.steps:,} steps, a test of {self.config.test_episodes} episodes "
-                  f"every {self.config.test_interval:,} steps.", flush=True)
+            tests = plural(config.test_episodes, "episode")
+            print(f"Training a DQN on {config.env} ({kind}; {info['actions']} actions{solved}): "
+                  f"{plural(event['parameters'], 'parameter')}, {config.steps:,} steps, a test "
+                  f"of {tests} every {config.test_interval:,} steps.", flush=True)
 
     def episode(self, row):
         self.recent = (self.recent + [row["reward"]])[-20:]

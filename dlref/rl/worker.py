@@ -198,8 +198,11 @@ def train(run_dir, config, info, events, stop):
                 resumed=bool(state["step"]) and not state["fit_done"],
                 warmup=config.warmup_steps)
     if not state["fit_done"]:
-        agent.fit(env, nb_steps=config.steps, verbose=0, callbacks=[trainer],
-                  nb_max_episode_steps=config.max_episode_steps or None)
+        agent.step = state["step"]
+        trainer.set_model(agent)
+        if state["step"] < config.steps:  # Else a resume with --steps at the steps done.
+            agent.fit(env, nb_steps=config.steps, verbose=0, callbacks=[trainer],
+                      nb_max_episode_steps=config.max_episode_steps or None)
         step = int(agent.step)
         try:
             if not stop.requested and trainer.tested_at != step:
