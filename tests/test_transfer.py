@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import helpers
+import helpers
 
 # A tiny built-in task: 5 target images per class, a 1-epoch pretrained base, small head.
 TINY = ["--set", "pretrain_epochs=1", "--set", "per_class=5", "--set", "dense_units=16",

@@ -59,6 +59,16 @@ def adam(learning_rate):
     return tf_keras.optimizers.legacy.Adam(learning_rate=learning_rate)
 
 
+def trusted_cloning():
+    """keras-rl2 makes its target network by rebuilding the Q-network from its config. With
+    dueling on, that config holds the Lambda layer keras-rl2 itself added, which tf-keras's safe
+    mode refuses to rebuild. The config never leaves memory (no file is loaded), so the rebuild
+    runs outside safe mode."""
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(safe_mode=False)
+
+
 def seed_everything(seed):
     """Python's, numpy's (replay sampling, epsilon-greedy) and TensorFlow's graph-level seed
     (initial weights)."""

@@ -182,10 +182,15 @@ def _nanmean(column):
     return float(finite.mean()) if finite.size else None
 
 
+def build_agent(config, info):
+    with legacy.trusted_cloning():
+        return dqn.build_agent(config, info, legacy.keras, legacy.adam(config.learning_rate))
+
+
 def train(run_dir, config, info, events, stop):
     env = envs.make(config.env, config.seed)
     test_env = envs.make(config.env, config.seed + 1)
-    agent = dqn.build_agent(config, info, legacy.keras, legacy.adam(config.learning_rate))
+    agent = build_agent(config, info)
     checkpoints = Checkpoints(run_dir, agent)
     state = checkpoints.state
     if state["step"]:
@@ -339,7 +344,7 @@ def main(argv=None):
     if args.command == "train":
         train(args.run_dir, config, info, events, stop)
     else:
-        agent = dqn.build_agent(config, info, legacy.keras, legacy.adam(config.learning_rate))
+        agent = build_agent(config, info)
         evaluate(args.run_dir, config, info, events, stop, agent, episodes=args.episodes,
                  record=args.record)
     events.emit("finished")
