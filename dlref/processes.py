@@ -31,7 +31,7 @@ def run_child(command, grace_seconds=10):
     previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     child = None
     try:
-        child = subprocess.Popen(command, start_new_session=True, preexec_fn=_death_signal())
+        child = subprocess.Popen(command, start_new_session=True, preexec_fn=death_signal())
         code = child.wait()
         return code if code >= 0 else 128 - code
     except _Stop as stopped:
@@ -52,7 +52,7 @@ def _stop_group(child, grace_seconds):
         child.wait()
 
 
-def _death_signal():
+def death_signal():
     """A preexec_fn asking Linux to SIGTERM the child when dlref dies; None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None

@@ -176,6 +176,10 @@ def _drive(run_dir, config, info):
             progress.episode(row)
         elif kind == "test":
             _tested(run_dir, event, tests, board, progress)
+        elif kind == "trained" and event["solved"]:
+            progress.close()
+            print(f"Stopped at step {event['step']:,}: the test's mean reward reached "
+                  f"stop_at_reward ({config.stop_at_reward:g}).", flush=True)
         found[kind] = event
 
     try:
@@ -201,7 +205,7 @@ def _run_worker(arguments, run_dir, on_event):
     """Starts `python -m dlref.rl.worker ARGUMENTS`, passes each event line to `on_event`, and
     returns (exit code, the StopRequests that saw the signals)."""
     from dlref.interrupts import StopRequests
-    from dlref.processes import _death_signal
+    from dlref.processes import death_signal
 
     child = None
 
@@ -226,7 +230,7 @@ def _run_worker(arguments, run_dir, on_event):
             open(run_dir / LOG, "ab") as log:
         requests.phase = "agent"
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=environment,
-                                 start_new_session=True, preexec_fn=_death_signal())
+                                 start_new_session=True, preexec_fn=death_signal())
         if requests.requested:  # A signal while the worker was being started.
             forward()
         for line in child.stdout:
