@@ -73,7 +73,7 @@ def load(recipe):
 
 def own_process(recipe):
     """Whether a recipe trains in its own worker process (keras-rl2), not through training.py."""
-    return info(recipe).get("engine") == "keras-rl2"
+    return recipe in RECIPES and info(recipe).get("engine") == "keras-rl2"
 
 
 def _module_tree(recipe):

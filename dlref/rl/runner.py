@@ -441,7 +441,8 @@ def _summary(run_dir, evaluation, metrics):
     print(f"\nTest metrics over {plural(len(evaluation['rewards']), 'episode')} with {weights} "
           "(random = uniformly random actions; solved = the env's reward threshold):")
     print(metrics_table(metrics))
-    print(recorded(evaluation))
+    if recorded(evaluation):
+        print(recorded(evaluation))
     if run_dir is not None:
         root = run_dir.parent.parent
         print(f"\nRun:          {run_dir}\nTensorBoard:  dlref tensorboard {root}"
