@@ -18,7 +18,7 @@ DISCRETE_ALTERNATIVES = {
     "LunarLanderContinuous": "LunarLander-v3",
     "MountainCarContinuous": "MountainCar-v0",
     "Pendulum": "Acrobot-v1",
-    "CarRacing": "CarRacing-v3 with continuous=False (not a --env option) or LunarLander-v3",
+    "CarRacing": "LunarLander-v3",
     "BipedalWalker": "LunarLander-v3",
 }
 
