@@ -1,4 +1,9 @@
-"""Imports TensorFlow once, quietly.
+"""The Keras backend of a command, and TensorFlow imported once, quietly.
+
+Keras 3 runs the same model code on TensorFlow or JAX, and reads KERAS_BACKEND once, when it is
+first imported: `use` sets it before that (registry.load is where a recipe's Keras is
+imported). The backend is `--backend` when given, else the run's own (resume, evaluate,
+predict), else the user's KERAS_BACKEND, else the recipe's BACKEND.
 
 TensorFlow 2.21 writes oneDNN and CUDA notices to stderr while it loads, before its own log
 level applies (TF_CPP_MIN_LOG_LEVEL hides some, not all). Users should not see them on every
@@ -7,8 +12,55 @@ reach the user as Python exceptions, and everything after it prints as usual.
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
+
+from dlref.errors import DlrefError
+
+BACKENDS = ("tensorflow", "jax")
+REQUESTED = None  # The current command's --backend, or None.
+
+
+def request(name):
+    """Records the command's --backend (None: not given)."""
+    global REQUESTED
+    if name is not None and name not in BACKENDS:
+        raise DlrefError(f"Unknown --backend {name!r}. Known: {', '.join(BACKENDS)}.")
+    REQUESTED = name
+
+
+def use(default, recorded=None):
+    """Sets KERAS_BACKEND before Keras is imported; returns the backend's name.
+
+    Args:
+        default: the recipe's BACKEND.
+        recorded: the backend a run was trained on (resume, evaluate, predict), or None.
+    """
+    name = REQUESTED or recorded or os.environ.get("KERAS_BACKEND") or default
+    if name not in BACKENDS:
+        raise DlrefError(f"Unknown Keras backend {name!r} (from KERAS_BACKEND). Known: "
+                         f"{', '.join(BACKENDS)}.")
+    loaded = current()
+    if loaded is not None:
+        if loaded != name:
+            raise DlrefError(f"Keras is already loaded with the {loaded} backend in this "
+                             f"process, so it cannot run on {name}: start a new process (the "
+                             "dlref command) for it.")
+        return name
+    if name == "jax" and importlib.util.find_spec("jax") is None:
+        raise DlrefError("The jax backend needs JAX, which is not installed: pip install "
+                         "'jax[cpu]' (make install does), or --backend tensorflow (a saved "
+                         "model loads on either).")
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def current():
+    """The backend of the Keras loaded in this process, or None before Keras is imported."""
+    keras = sys.modules.get("keras")
+    backend = getattr(keras, "backend", None)
+    return backend.backend() if backend is not None else None
 
 
 @contextlib.contextmanager
@@ -52,5 +104,8 @@ def distribution_strategy(name):
     """
     tensorflow = import_tensorflow()
     if name == "mirrored":
+        if current() == "jax":
+            raise DlrefError("--strategy mirrored is TensorFlow's: use it with --backend "
+                             "tensorflow.")
         return tensorflow.distribute.MirroredStrategy()
     return tensorflow.distribute.get_strategy()

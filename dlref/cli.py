@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import typer  # noqa: E402
 
-from dlref import registry, runs  # noqa: E402
+from dlref import backend, registry, runs  # noqa: E402
 from dlref.errors import DlrefError  # noqa: E402
 
 app = typer.Typer(
@@ -64,6 +64,8 @@ Env = typer.Option(None, "--env", help="dqn: a gymnasium env id with discrete ac
                    "CartPole-v1 (default), LunarLander-v3, ALE/Breakout-v5.")
 Steps = typer.Option(None, "--steps", help="dqn: environment steps to train (with --resume: "
                      "the new total).")
+Backend = typer.Option(None, "--backend", help="Keras backend: tensorflow or jax (default: the "
+                       "run's own, else $KERAS_BACKEND, else the recipe's; see dlref list).")
 Weights = typer.Option(None, "--weights", help="transfer: imagenet (default; downloads once), "
                        "none, a .keras image model, or a run (folder or --name) whose "
                        "model.keras to start from, e.g. a cnn run.")
@@ -203,6 +205,7 @@ def train(
     resume: str | None = typer.Option(None, "--resume", help="Continue an interrupted run."),
     strategy: str = typer.Option("default", "--strategy",
                                  help="default, or mirrored (every local GPU, batch split)."),
+    backend_name: str | None = Backend,
 ):
     """Train a recipe into a new run folder (or --resume an interrupted one).
 
@@ -234,6 +237,7 @@ def train(
     """
     from dlref import training
 
+    backend.request(backend_name)
     if resume:
         _refuse_with_resume(data=data, target=target, positive_class=positive_class,
                             dataset=dataset, val_data=val_data, test_data=test_data,
@@ -241,7 +245,8 @@ def train(
                             max_categories=max_categories, date_column=date_column,
                             text_column=text_column, embeddings=embeddings,
                             config=config, set=set_, seed=seed, base=base, weights=weights,
-                            env=env, name_=run_name, strategy=strategy != "default")
+                            env=env, name_=run_name, strategy=strategy != "default",
+                            backend=backend_name)
         run_dir = training.resume(resume, runs_dir=runs_dir, epochs=epochs, name=name,
                                   steps=steps)
     else:
@@ -276,6 +281,9 @@ def _refuse_with_resume(**given):
     if given.get("env"):
         raise DlrefError("--resume continues a run in the env it started in, so --env cannot "
                          "apply.")
+    if given.get("backend"):
+        raise DlrefError("--resume continues a run on the Keras backend it started on (its "
+                         "epochs must repeat an uninterrupted run's), so --backend cannot apply.")
     flags = {"name_": "--name", "set": "--set",
              "date_column": "--date-column", "text_column": "--text-column",
              "positive_class": "--positive-class", "val_data": "--val-data",
@@ -343,6 +351,7 @@ def tune(
         "has no authentication)."),
     connect_timeout: float = typer.Option(
         60.0, "--connect-timeout", help="Worker: seconds to wait for the chief."),
+    backend_name: str | None = Backend,
 ):
     """Search a recipe's hyperparameters with keras-tuner into a tune-... run folder.
 
@@ -366,6 +375,7 @@ def tune(
     """
     from dlref import tuning
 
+    backend.request(backend_name)
     source = _source(data, dataset, target, positive_class, val_data, test_data, missing, drop,
                       features, max_categories, date_column, text_column, embeddings)
     search = tuning.Search(algorithm=algorithm, objective=objective, max_epochs=max_epochs,
@@ -411,6 +421,7 @@ def evaluate(
                                 "one episode in the run's plots/."),
     runs_dir: str | None = RunsDir,
     as_json: bool = AsJson,
+    backend_name: str | None = Backend,
 ):
     """Reload a run's model and print its test metrics beside the baselines.
 
@@ -422,9 +433,13 @@ def evaluate(
     """
     from dlref import reports, saved
 
+    backend.request(backend_name)
     run_dir = runs.find_run(run, runs.runs_root(runs_dir))
     manifest = runs.read_manifest(run_dir)
     if registry.own_process(manifest.get("recipe", "")):
+        if backend_name:
+            raise DlrefError("--backend does not apply to a dqn run: keras-rl2 runs on legacy "
+                             "Keras, which is TensorFlow's.")
         if data:
             raise DlrefError("A dqn run is evaluated by playing its env: --episodes N "
                              "(and --record), not --data.")
@@ -471,6 +486,7 @@ def predict(
     seed: int | None = typer.Option(None, "--seed", help="gan: the noise of --samples "
                                     "(default: the run's seed)."),
     runs_dir: str | None = RunsDir,
+    backend_name: str | None = Backend,
 ):
     """Write predictions (and class probabilities) for new rows to a CSV.
 
@@ -487,6 +503,7 @@ def predict(
     from dlref import saved
     from dlref.text import plural
 
+    backend.request(backend_name)
     if samples is not None:
         if data or text or horizon:
             raise DlrefError("--samples makes new images: it takes no --data, --text or "

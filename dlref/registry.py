@@ -28,7 +28,8 @@ RECIPES = {  # In the book's order of chapters.
 }
 
 # ENGINE (optional): "keras-rl2" for the recipe that trains in its own process (dlref.rl).
-_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE")
+# BACKEND (optional, default tensorflow): the Keras backend the recipe runs on unless told.
+_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE", "BACKEND")
 
 
 def preset_dir():
@@ -61,13 +62,23 @@ def resolve(name):
     )
 
 
-def load(recipe):
+def load(recipe, recorded_backend=None):
     """Imports a recipe module (this is where Keras and TensorFlow get imported, except for a
-    recipe with its own process: the DQN's module is light, its worker imports the rest)."""
-    from dlref.backend import import_tensorflow
+    recipe with its own process: the DQN's module is light, its worker imports the rest).
 
-    if not own_process(recipe):
-        import_tensorflow()
+    Args:
+        recorded_backend: the Keras backend a run was trained on, for resume, evaluate and
+            predict (backend.use says which backend wins).
+    """
+    from dlref import backend
+
+    if own_process(recipe):
+        if backend.REQUESTED:
+            raise DlrefError(f"--backend does not apply to {recipe}: keras-rl2 runs on legacy "
+                             "Keras, which is TensorFlow's.")
+    else:
+        backend.use(info(recipe).get("backend", "tensorflow"), recorded_backend)
+        backend.import_tensorflow()
     return importlib.import_module(RECIPES[recipe])
 
 

@@ -188,7 +188,7 @@ def open_run(ref, runs_dir=None):
             f"{run_dir} has no model.keras (status: {manifest.get('status')}). "
             f"Finish it first: dlref train --resume {run_dir}"
         )
-    module = registry.load(manifest["recipe"])
+    module = registry.load(manifest["recipe"], manifest.get("backend"))
     meta_path = run_dir / "artifacts" / "meta.json"
     try:
         meta = io.read_json(meta_path)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from dlref import config as configlib
-from dlref import io, registry, runs, saved
+from dlref import backend, io, registry, runs, saved
 from dlref.data import Source
 from dlref.errors import DlrefError
 
@@ -132,7 +132,7 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
             run_dir, "train", recipe, argv, preset=preset, config=values,
             source=source.to_dict(), seed=config.seed, versions=versions(),
             data=describe_data(data), monitor=module.MONITOR, mode=module.MODE,
-            epochs_completed=0, strategy=strategy,
+            epochs_completed=0, strategy=strategy, backend=backend.current(),
         )
         io.write_text(run_dir / "config.toml",
                       configlib.to_toml(recipe, values, data=source.to_dict()))
@@ -167,7 +167,7 @@ def resume(ref, *, runs_dir=None, epochs=None, name=None, steps=None):
         if steps is not None:
             raise DlrefError(f"--steps goes with the dqn recipe; {run_dir.name} is a "
                              f"{manifest['recipe']} run (--epochs sets its new total).")
-        module = registry.load(manifest["recipe"])
+        module = registry.load(manifest["recipe"], manifest.get("backend"))
         done = _check_new_total(run_dir, manifest, epochs)
         defaults = configlib.field_defaults(module.Config)
         changes = {"epochs": epochs} if epochs is not None else {}

@@ -19,6 +19,15 @@ def seeded():
 
 
 @pytest.fixture(autouse=True)
+def no_backend_request():
+    """A --backend given to an in-process command does not carry over to the next test."""
+    from dlref import backend
+
+    yield
+    backend.request(None)
+
+
+@pytest.fixture(autouse=True)
 def runs_root(tmp_path, monkeypatch):
     """The runs root for this test (DLREF_RUNS_DIR); the working folder is tmp_path too, so a
     stray relative path cannot write into the checkout."""

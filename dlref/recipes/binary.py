@@ -26,6 +26,7 @@ CHAPTER = 4
 SUMMARY = "Deep binary classifier, checkpoint on ROC-AUC (built-in: breast cancer)"
 MONITOR = "val_roc_auc"
 MODE = "max"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 
 # --- Config ----------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ CHAPTER = 7
 SUMMARY = "Convolutional image classifier, optional augmentation (built-in: 5,000 MNIST digits)"
 MONITOR = "val_loss"
 MODE = "min"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 ROC_AUC = True  # val_roc_auc in the logs and TensorBoard, though it does not pick the checkpoint
 BASELINES = ("trivial = majority class prior; classical = logistic regression on the pixels "
              "(averaged down to at most 16 a side)")

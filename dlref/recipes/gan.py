@@ -47,6 +47,7 @@ CHAPTER = 13
 SUMMARY = "DCGAN image generator, judged by a classifier (built-in: MNIST digits)"
 MONITOR = "quality"
 MODE = "max"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 BASELINES = "real = held-out real images, scored by the same classifier"
 
 # --- Config ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ CHAPTER = 5
 SUMMARY = "Deep multiclass classifier with dropout / L2 presets (built-in: digits)"
 MONITOR = "val_loss"
 MODE = "min"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 ROC_AUC = True  # val_roc_auc in the logs and TensorBoard, though it does not pick the checkpoint
 
 # --- Config ----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ CHAPTER = 2
 SUMMARY = "MLP regression on tabular data, MAE loss (built-in: wine alcohol)"
 MONITOR = "val_loss"
 MODE = "min"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 
 # --- Config ----------------------------------------------------------------------------------
 

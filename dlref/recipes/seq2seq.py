@@ -34,6 +34,7 @@ CHAPTER = 11
 SUMMARY = "Character-level LSTM encoder-decoder translation (built-in: numbers EN -> FR)"
 MONITOR = "val_loss"
 MODE = "min"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 BASELINES = "trivial = the training split's most frequent target, for every source"
 
 # --- Config ----------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ CHAPTER = 10
 SUMMARY = "Embedding + 1D CNN or LSTM text classifier beside TF-IDF (built-in: IMDB reviews)"
 MONITOR = "val_roc_auc"
 MODE = "max"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 BASELINES = "trivial = constant predictor; classical = TF-IDF + logistic regression"
 MODELS = ("cnn", "lstm")
 

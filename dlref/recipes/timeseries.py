@@ -47,6 +47,7 @@ CHAPTER = 9
 SUMMARY = "LSTM one-step forecasts beside persistence, seasonal naive, ARIMA (built-in: CO2)"
 MONITOR = "val_loss"
 MODE = "min"
+BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
 BASELINES = ("persistence = last value; seasonal_naive = one season ago; "
              "classical = seasonal ARIMA (statsmodels)")
 

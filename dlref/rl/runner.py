@@ -36,8 +36,12 @@ LOG = "worker.log"
 def train(name, *, source, config_file=None, overrides=(), epochs=None, seed=None,
           run_name=None, runs_dir=None, argv=(), shortcuts=None, strategy="default"):
     """Trains the DQN recipe (or one of its presets) into a new run folder."""
+    from dlref import backend
     from dlref.training import resolve_config
 
+    if backend.REQUESTED:
+        raise DlrefError("--backend does not apply to dqn: keras-rl2 runs on legacy Keras, "
+                         "which is TensorFlow's.")
     root = runs.runs_root(runs_dir)
     if source.to_dict():
         raise DlrefError("dqn learns by acting in a gymnasium env, not from a file: give "

@@ -19,7 +19,7 @@ import sys
 import time
 
 from dlref import config as configlib
-from dlref import io, registry, runs
+from dlref import backend, io, registry, runs
 from dlref.data import Source
 from dlref.errors import DlrefError
 from dlref.text import plural
@@ -71,6 +71,7 @@ def _start(run_dir, module, config, data, settings, plan, hp, space, cluster, *,
         search_space={"fingerprint": fingerprint(space, values), "hyperparameters": space},
         role=cluster.role or "single", oracle=cluster.oracle, monitor=settings["objective"],
         mode=settings["direction"], epochs_completed=0, best=None, timings={"seconds": 0.0},
+        backend=backend.current(),
     )
     from dlref.tuning import engine
 
@@ -108,7 +109,7 @@ def _resume(run_dir, *, name, source, config_file, overrides, seed, search, clus
                          f"{_resume_command(run_dir, manifest)}.")
     _check_project(run_dir)
     check(cluster)
-    module = registry.load(manifest["recipe"])
+    module = registry.load(manifest["recipe"], manifest.get("backend"))
     values = _values_on_resume(manifest, module, name, config_file, overrides, seed)
     source = source.over(Source.from_dict(manifest["source"]))
     config, data, settings, plan, hp, space = prepare(

@@ -1,0 +1,90 @@
+"""Keras backends (--backend tensorflow | jax): chosen before Keras loads, recorded in run.json,
+and a saved model loads on either. Keras picks its backend once per process, so the runs on
+another backend than this test process's run in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import helpers
+from dlref import backend, registry
+
+
+def _dlref(tmp_path, *args):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DLREF_RUNS_DIR": str(tmp_path / "runs")}
+    env.pop("KERAS_BACKEND", None)
+    process = subprocess.run([sys.executable, "-m", "dlref.cli", *map(str, args)], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
+    return process
+
+
+def _close(first, second):
+    assert set(first) == set(second)
+    for metric, row in first.items():
+        assert row["model"] == pytest.approx(second[metric]["model"], rel=1e-4, abs=1e-6), metric
+
+
+def test_a_jax_run_is_recorded_and_its_model_loads_on_tensorflow(tmp_path, binary_csv):
+    _dlref(tmp_path, "train", "binary", "--data", binary_csv, "--target", "churned",
+           "--epochs", 2, "--backend", "jax", "--name", "on-jax")
+    run_dir = helpers.only_run(tmp_path / "runs", "binary")
+    assert helpers.read_json(run_dir / "run.json")["backend"] == "jax"
+    listed = json.loads(_dlref(tmp_path, "runs", "--json").stdout)
+    assert [run["backend"] for run in listed] == ["jax"]
+    saved = helpers.read_json(run_dir / "metrics.json")["metrics"]
+    on_tensorflow = _dlref(tmp_path, "evaluate", "on-jax", "--backend", "tensorflow", "--json")
+    _close(json.loads(on_tensorflow.stdout)["metrics"], saved)
+    on_jax = _dlref(tmp_path, "evaluate", "on-jax", "--json")  # The run's own backend.
+    _close(json.loads(on_jax.stdout)["metrics"], saved)
+    _dlref(tmp_path, "predict", "on-jax", "--data", binary_csv, "--backend", "tensorflow")
+    assert (tmp_path / "binary.predictions.csv").is_file()
+
+
+def test_a_tensorflow_run_loads_on_jax(tmp_path, regression_csv):
+    _dlref(tmp_path, "train", "regression", "--data", regression_csv, "--target", "y",
+           "--epochs", 2, "--name", "on-tf")
+    run_dir = helpers.only_run(tmp_path / "runs", "regression")
+    assert helpers.read_json(run_dir / "run.json")["backend"] == "tensorflow"
+    on_jax = _dlref(tmp_path, "evaluate", "on-tf", "--backend", "jax", "--json")
+    _close(json.loads(on_jax.stdout)["metrics"],
+           helpers.read_json(run_dir / "metrics.json")["metrics"])
+
+
+def test_the_same_seed_gives_the_same_epochs_on_jax(tmp_path, regression_csv):
+    for name in ("first", "second"):
+        _dlref(tmp_path, "train", "regression", "--data", regression_csv, "--target", "y",
+               "--epochs", 3, "--seed", 3, "--backend", "jax", "--name", name,
+               "--set", "dropout_rate=0.2")
+    first, second = sorted(helpers.run_folders(tmp_path / "runs", "regression"),
+                           key=lambda run: run.name.endswith("second"))
+    rows = [(run / "history.csv").read_text().splitlines() for run in (first, second)]
+    assert len(rows[0]) == 4
+    # Losses to 6 digits: the columns are the same numbers (the time column differs).
+    losses = [[line.split(",")[:3] for line in run] for run in rows]
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "regression", "--backend", "torch"], ["Unknown --backend 'torch'", "jax"]),
+    (["train", "dqn", "--backend", "jax"], ["--backend does not apply to dqn"]),
+])
+def test_bad_backend_options_are_refused(args, words):
+    helpers.assert_user_error(helpers.invoke(*args), *words)
+
+
+def test_a_process_with_keras_loaded_refuses_another_backend(regression_csv):
+    # This test process imported Keras on TensorFlow (conftest), as a notebook may have.
+    assert backend.current() == "tensorflow"
+    result = helpers.invoke("train", "regression", "--data", regression_csv, "--target", "y",
+                            "--epochs", 1, "--backend", "jax")
+    helpers.assert_user_error(result, "already loaded with the tensorflow backend")
+
+
+def test_every_keras_recipe_declares_a_backend():
+    for recipe in registry.RECIPES:
+        if not registry.own_process(recipe):
+            assert registry.info(recipe)["backend"] in backend.BACKENDS, recipe
