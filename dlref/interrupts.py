@@ -68,3 +68,35 @@ class StopRequests:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class Latch:
+    """SIGINT and SIGTERM raise KeyboardInterrupt at once, and the request stays: `check()`
+    raises it again. A search calls `check` after every batch, because a KeyboardInterrupt
+    raised while a garbage-collection callback runs is printed and dropped (JAX registers one,
+    and Keras imports JAX whenever it is installed), and the search used to run on to its end.
+    """
+
+    def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+        self.signals, self.requested, self._previous = signals, None, {}
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+        return False
+
+    def _handle(self, signum, frame):
+        self.requested = signal.Signals(signum).name
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __deepcopy__(self, memo):
+        return self  # keras-tuner deep-copies the callbacks of every trial: one latch for all.

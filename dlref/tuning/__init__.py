@@ -11,10 +11,8 @@ keras-tuner classes), `results` (progress and outputs), `distributed` (chief and
 worker roles), `bench` (make bench).
 """
 
-import contextlib
 import dataclasses
 import json
-import signal
 import sys
 import time
 
@@ -22,6 +20,7 @@ from dlref import config as configlib
 from dlref import backend, io, registry, runs
 from dlref.data import Source
 from dlref.errors import DlrefError
+from dlref.interrupts import Latch
 from dlref.text import plural
 from dlref.training import describe_data, resolve_config, show_data, source_and_recipe, versions
 from dlref.tuning.distributed import Cluster, check, check_port_free
@@ -203,13 +202,14 @@ def _search(module, config, data, run_dir, settings, plan, cluster):
     results = Results(run_dir, module, config, settings, plan)
     started, tuner = time.time(), None
     try:
-        with distributed.environment(cluster), _terminate_as_interrupt():
+        # SIGTERM ends a search the way Ctrl-C does, so run.json says 'interrupted'.
+        with distributed.environment(cluster), Latch() as latch:
             tuner = engine.make_tuner(module, config, data, run_dir, settings, results)
             tuner.save()  # So that a kill during the first trial still leaves a project to reload.
             if cluster.role == "chief":
-                distributed.serve(tuner, cluster)
+                distributed.serve(tuner, cluster, latch=latch)
             else:
-                engine.search(tuner, run_dir, settings)
+                engine.search(tuner, run_dir, settings, latch)
     except KeyboardInterrupt:
         _write(results, tuner)
         return _stopped(run_dir, started, "interrupted", "stopped by Ctrl-C or SIGTERM")
@@ -239,20 +239,6 @@ def _write(results, tuner):
 def _last_line(error):
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM ends a search the way Ctrl-C does, so run.json says 'interrupted'."""
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _stopped(run_dir, started, status, reason):

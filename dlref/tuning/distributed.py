@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dlref import runs
 from dlref.errors import DlrefError
+from dlref.interrupts import Latch
 
 ROLES = ("chief", "worker")
 ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -131,7 +132,7 @@ def environment(cluster):
                 os.environ[name] = value
 
 
-def serve(tuner, cluster, poll_seconds=0.2):
+def serve(tuner, cluster, poll_seconds=0.2, latch=None):
     """The chief: keras-tuner's oracle servicer on --oracle until every worker has stopped.
 
     keras-tuner's own `start_server` checks whether it may stop every 20 s; this checks often.
@@ -161,6 +162,8 @@ def serve(tuner, cluster, poll_seconds=0.2):
     try:
         while not (servicer.stop_triggered and oracle_chief.exit_chief(tuner.oracle)):
             time.sleep(poll_seconds)
+            if latch:
+                latch.check()  # A Ctrl-C that a garbage-collection callback dropped.
     finally:
         server.stop(grace=1)
 
@@ -227,7 +230,8 @@ def work(module, config, data, settings, space, cluster, root, run_name=None):
             raise DlrefError("This worker's search space differs from the chief's: "
                              + "; ".join(differences) + ". Give it the chief's recipe options.")
         try:
-            engine.search(tuner, run_dir, settings)
+            with Latch() as latch:
+                engine.search(tuner, run_dir, settings, latch)
         except grpc.RpcError as error:
             _mark(run_dir, own, "failed")
             raise DlrefError(f"Lost the chief at {cluster.oracle} ({error.code().name}); its "

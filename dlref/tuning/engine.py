@@ -178,9 +178,27 @@ def make_tuner(module, config, data, run_dir, settings, results=None):
         directory=str(run_dir), project_name=PROJECT)
 
 
-def search(tuner, run_dir, settings):
-    """Runs this process's share of the trials (all of them, in a single process)."""
-    callbacks = [
+class _StopCheck(keras.callbacks.Callback):
+    """Raises a Ctrl-C again at the next batch if it was lost (interrupts.Latch)."""
+
+    def __init__(self, latch):
+        super().__init__()
+        self.latch = latch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.latch.check()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.latch.check()
+
+
+def search(tuner, run_dir, settings, latch=None):
+    """Runs this process's share of the trials (all of them, in a single process).
+
+    Args:
+        latch: an interrupts.Latch whose request is raised again after every batch.
+    """
+    callbacks = [*([_StopCheck(latch)] if latch else []),
         # keras-tuner adds its HParams logging to callbacks whose class is named TensorBoard,
         # so Keras' own class here, not dlref's EpochTensorBoard.
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=0,
