@@ -30,17 +30,27 @@ def request(name):
     REQUESTED = name
 
 
-def use(default, recorded=None):
+def use(default, recorded=None, supported=BACKENDS, recipe="this recipe"):
     """Sets KERAS_BACKEND before Keras is imported; returns the backend's name.
 
     Args:
         default: the recipe's BACKEND.
         recorded: the backend a run was trained on (resume, evaluate, predict), or None.
+        supported: the recipe's BACKENDS. A KERAS_BACKEND outside them gives way to the
+            recipe's own backend, with a note; an explicit --backend is refused.
     """
-    name = REQUESTED or recorded or os.environ.get("KERAS_BACKEND") or default
+    environment = os.environ.get("KERAS_BACKEND")
+    name = REQUESTED or recorded or environment or default
     if name not in BACKENDS:
         raise DlrefError(f"Unknown Keras backend {name!r} (from KERAS_BACKEND). Known: "
                          f"{', '.join(BACKENDS)}.")
+    if name not in supported:
+        if REQUESTED or recorded:
+            raise DlrefError(f"The {recipe} recipe runs on {' or '.join(supported)} only; "
+                             f"leave out --backend {name}.")
+        print(f"Note: KERAS_BACKEND is {name}, but the {recipe} recipe runs on "
+              f"{' or '.join(supported)} only; using {default}.", file=sys.stderr, flush=True)
+        name = default
     loaded = current()
     if loaded is not None:
         if loaded != name:

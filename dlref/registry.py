@@ -28,8 +28,9 @@ RECIPES = {  # In the book's order of chapters.
 }
 
 # ENGINE (optional): "keras-rl2" for the recipe that trains in its own process (dlref.rl).
-# BACKEND (optional, default tensorflow): the Keras backend the recipe runs on unless told.
-_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE", "BACKEND")
+# BACKEND (optional, default tensorflow): the Keras backend the recipe runs on unless told;
+# BACKENDS (optional, default both): the backends it can run on.
+_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE", "BACKEND", "BACKENDS")
 
 
 def preset_dir():
@@ -77,7 +78,9 @@ def load(recipe, recorded_backend=None):
             raise DlrefError(f"--backend does not apply to {recipe}: keras-rl2 runs on legacy "
                              "Keras, which is TensorFlow's.")
     else:
-        backend.use(info(recipe).get("backend", "tensorflow"), recorded_backend)
+        found = info(recipe)
+        backend.use(found.get("backend", "tensorflow"), recorded_backend,
+                    found.get("backends", backend.BACKENDS), recipe)
         backend.import_tensorflow()
     return importlib.import_module(RECIPES[recipe])
 

@@ -71,6 +71,7 @@ def test_the_same_seed_gives_the_same_epochs_on_jax(tmp_path, regression_csv):
 @pytest.mark.parametrize("args, words", [
     (["train", "regression", "--backend", "torch"], ["Unknown --backend 'torch'", "jax"]),
     (["train", "dqn", "--backend", "jax"], ["--backend does not apply to dqn"]),
+    (["train", "gan", "--backend", "jax"], ["gan recipe runs on tensorflow only"]),
 ])
 def test_bad_backend_options_are_refused(args, words):
     helpers.assert_user_error(helpers.invoke(*args), *words)
@@ -87,4 +88,12 @@ def test_a_process_with_keras_loaded_refuses_another_backend(regression_csv):
 def test_every_keras_recipe_declares_a_backend():
     for recipe in registry.RECIPES:
         if not registry.own_process(recipe):
-            assert registry.info(recipe)["backend"] in backend.BACKENDS, recipe
+            found = registry.info(recipe)
+            assert found["backend"] in found.get("backends", backend.BACKENDS), recipe
+
+
+def test_a_keras_backend_variable_a_recipe_cannot_use_gives_way(monkeypatch, capsys):
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert backend.use("tensorflow", supported=("tensorflow",), recipe="gan") == "tensorflow"
+    assert "KERAS_BACKEND is jax, but the gan recipe runs on tensorflow only" in \
+        capsys.readouterr().err

@@ -48,6 +48,9 @@ SUMMARY = "DCGAN image generator, judged by a classifier (built-in: MNIST digits
 MONITOR = "quality"
 MODE = "max"
 BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
+# Its train_step updates two optimizers in place, as TensorFlow runs it; the JAX trainer needs a
+# stateless train_step.
+BACKENDS = ("tensorflow",)
 BASELINES = "real = held-out real images, scored by the same classifier"
 
 # --- Config ----------------------------------------------------------------------------------
