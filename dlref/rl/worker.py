@@ -1,11 +1,12 @@
 """The keras-rl2 worker process: `python -m dlref.rl.worker train|evaluate RUN_DIR [options]`.
 
 dlref's runner starts it and reads its stdout, one JSON object per line (an "event"):
-`start`, `episode` (each training episode), `test` (each periodic test), `stopped`,
-`evaluation` and `finished`. Anything else the libraries print goes to stderr, which the runner
-keeps in RUN/worker.log. The worker writes only the weights and their state into the run folder
-(checkpoints/best.h5, last.h5, state.json; model.h5; plots/episode.gif); the runner writes
-everything else (run.json, history.csv, TensorBoard logs, metrics, plots).
+`start`, `episode` (each training episode), `test` (each periodic test), `trained` (the end
+of training), `stopped` (a signal), `evaluation` and `finished`. Anything else the libraries
+print goes to stderr, which the runner keeps in RUN/worker.log. The worker writes only the
+weights and their state into the run folder (checkpoints/best.h5, last.h5, state.json;
+model.h5; plots/episode.gif); the runner writes everything else (run.json, history.csv,
+TensorBoard logs, metrics, plots).
 
 SIGINT or SIGTERM stops training before the next step: the last weights and the step count are
 saved and the worker exits with a `stopped` event. Nothing of dlref outside `dlref.rl`,
