@@ -257,6 +257,8 @@ def test_the_book_settings_follow_the_env():
 
 
 def test_discrete_states_are_one_hot():
+    import numpy as np
+
     from dlref.recipes import dqn
 
     info = envs.describe("FrozenLake-v1")
@@ -264,7 +266,7 @@ def test_discrete_states_are_one_hot():
     processor = dqn.processor(info)
     assert processor.process_observation(3).tolist() == [0] * 3 + [1] + [0] * 12
     frame = dqn.processor({"observation": "image"}).process_observation(
-        __import__("numpy").zeros((210, 160, 3), dtype="uint8"))
+        np.zeros((210, 160, 3), dtype="uint8"))
     assert frame.shape == (84, 84) and frame.dtype == "uint8"
 
 

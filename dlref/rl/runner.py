@@ -16,13 +16,12 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 from dlref import config as configlib
 from dlref import io, registry, runs
 from dlref.errors import DlrefError
 from dlref.recipes import dqn
-from dlref.rl import envs, report
+from dlref.rl import envs, read_state, report
 from dlref.text import plural
 
 HISTORY_COLUMNS = ("episode", "step", "reward", "length", "loss", "mean_q", "epsilon", "seconds")
@@ -127,7 +126,7 @@ def resume(run_dir, manifest, steps=None):
     the run's lock)."""
     values = configlib.merge(configlib.field_defaults(dqn.Config),
                              [("run.json", manifest["config"])])
-    state = _state(run_dir)
+    state = read_state(run_dir)
     if steps is not None:
         if state["fit_done"]:
             raise DlrefError(f"Training of {run_dir.name} is over ({state['step']:,} steps); "
@@ -147,19 +146,12 @@ def resume(run_dir, manifest, steps=None):
     return _drive(run_dir, config, manifest["env_info"])
 
 
-def _state(run_dir):
-    """The worker's checkpoints/state.json: the step and episode its last weights are from."""
-    path = Path(run_dir) / "checkpoints" / "state.json"
-    state = io.read_json(path) if path.is_file() else {}
-    return {"step": 0, "episode": 0, "best": None, "fit_done": False, **state}
-
-
 # --- The worker ------------------------------------------------------------------------------
 
 
 def _drive(run_dir, config, info):
     """Runs the worker's training to its end and keeps run.json's status true."""
-    state = _state(run_dir)
+    state = read_state(run_dir)
     episodes = _keep_rows(run_dir / "history.csv", HISTORY_COLUMNS, state["step"])
     tests = _keep_rows(run_dir / "tests.csv", TEST_COLUMNS, state["step"])
     board = report.Board(run_dir / "logs")
@@ -192,7 +184,7 @@ def _drive(run_dir, config, info):
         progress.close()
         board.close()
     trained = sum(row["seconds"] for row in episodes)  # In episodes: tests left out.
-    steps = _state(run_dir)["step"]
+    steps = read_state(run_dir)["step"]
     runs.update_manifest(run_dir, steps_completed=steps, episodes_completed=len(episodes),
                          timings={"episode_seconds": round(trained, 1),
                                   "steps_per_second": round(steps / trained, 1) if trained
@@ -264,7 +256,7 @@ def _tail(path, lines=30):
 
 
 def _interrupted(run_dir, reason):
-    state = _state(run_dir)
+    state = read_state(run_dir)
     runs.update_manifest(run_dir, status="interrupted", error=reason,
                          steps_completed=state["step"])
     if state["fit_done"]:

@@ -19,7 +19,6 @@ from dlref.rl import legacy  # Before TensorFlow loads: it selects legacy Keras.
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ from rl.callbacks import Callback
 from dlref import config as configlib
 from dlref import io
 from dlref.recipes import dqn
-from dlref.rl import envs
+from dlref.rl import envs, read_state
 
 GIF_FRAMES = 1500  # At most this many frames in a recorded episode (30 s at 50 frames/s).
 GIF_WIDTH = 320
@@ -74,19 +73,14 @@ class Checkpoints:
     def __init__(self, run_dir, agent):
         self.folder, self.agent = Path(run_dir) / "checkpoints", agent
         self.folder.mkdir(exist_ok=True)
-        self.state = io.read_json(self.state_path) if self.state_path.is_file() else {
-            "step": 0, "episode": 0, "best": None, "next_test": None, "fit_done": False}
-
-    @property
-    def state_path(self):
-        return self.folder / "state.json"
+        self.state = read_state(run_dir)
 
     def save(self, which, **state):
         with io.atomic_path(self.folder / f"{which}.h5", suffix=".h5") as tmp:
             self.agent.save_weights(str(tmp), overwrite=True)
         if which == "last":
             self.state.update(state)
-            io.write_json(self.state_path, self.state)
+            io.write_json(self.folder / "state.json", self.state)
 
     def weights(self):
         """The weights to evaluate: the best tested ones, else the last."""
@@ -122,7 +116,7 @@ class Trainer(Callback):
         state = checkpoints.state
         self.first_step, self.episodes = state["step"], state["episode"]
         self.next_test = state["next_test"] or config.test_interval
-        self.best = (state["best"] or {}).get("value", -math.inf)
+        self.best = state["best"]  # {"step", "value"} of the best test so far, or None.
         self.solved = False
         self.tested_at = None
 
@@ -156,9 +150,9 @@ class Trainer(Callback):
         rewards, lengths = play(self.model, self.test_env, self.config.test_episodes,
                                 self.config, [StopCheck(self.stop)])
         mean = float(np.mean(rewards))
-        improved = mean > self.best
+        improved = self.best is None or mean > self.best["value"]
         if improved:
-            self.best = mean
+            self.best = {"step": step, "value": mean}
             self.checkpoints.save("best")
         interval = self.config.test_interval
         self.next_test = (step // interval + 1) * interval
@@ -170,11 +164,7 @@ class Trainer(Callback):
         self.solved = bool(target) and mean >= target
 
     def save_last(self, step, fit_done=False):
-        best = {"step": step, "value": self.best} if self.best > -math.inf else None
-        previous = self.checkpoints.state.get("best")
-        if best and previous and previous["value"] == self.best:
-            best = previous  # Not improved since: the step it was reached stays.
-        self.checkpoints.save("last", step=step, episode=self.episodes, best=best,
+        self.checkpoints.save("last", step=step, episode=self.episodes, best=self.best,
                               next_test=self.next_test, fit_done=fit_done)
 
 
@@ -235,12 +225,8 @@ def evaluate(run_dir, config, info, events, stop, agent, checkpoints=None, episo
     # Exploration in test episodes (epsilon_test) draws from numpy: seeded here, `dlref evaluate`
     # plays the same episodes as the run's own evaluation.
     np.random.seed(config.seed + 2)
-    if final:
-        which, path = checkpoints.weights()
-        agent.load_weights(str(path))
-    else:
-        which, path = "model", Path(run_dir) / "model.h5"
-        agent.load_weights(str(path))
+    which, path = checkpoints.weights() if final else ("model", Path(run_dir) / "model.h5")
+    agent.load_weights(str(path))
     try:
         rewards, lengths = play(agent, envs.make(config.env, config.seed + 2), episodes, config,
                                 [StopCheck(stop)])
