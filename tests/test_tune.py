@@ -429,6 +429,34 @@ def test_resume_after_kill_9_runs_each_completed_trial_once(regression_csv, runs
     assert f"trial {killed_in} (" in result.output  # The interrupted trial was retried.
 
 
+def test_a_trial_killed_before_the_oracle_recorded_it_is_forgotten(tmp_path):
+    # create_trial writes trial.json, then oracle.json: kill -9 can land between the two.
+    from dlref.tuning import engine
+
+    settings = {"algorithm": "hyperband", "objective": "val_loss", "direction": "min",
+                "max_epochs": 3, "factor": 3, "iterations": 1}
+
+    def oracle():
+        made = engine.make_oracle(settings, seed=0)
+        made.hyperparameters.Int("units", 1, 64)
+        made._set_project_dir(str(tmp_path), engine.PROJECT)
+        return made
+
+    first = oracle()
+    recorded = first.create_trial("tuner0")
+    first.save = lambda: None  # The kill: the next trial's oracle.json is never written.
+    orphan = first.create_trial("tuner1")
+    assert (tmp_path / engine.PROJECT / f"trial_{orphan.trial_id}" / "trial.json").is_file()
+
+    second = oracle()
+    second.reload()
+    assert list(second.trials) == [recorded.trial_id]
+    assert not (tmp_path / engine.PROJECT / f"trial_{orphan.trial_id}").exists()
+    retried, new = second.create_trial("tuner0"), second.create_trial("tuner1")
+    assert retried.trial_id == recorded.trial_id  # Killed while running: retried.
+    assert new.trial_id == orphan.trial_id  # The next trial takes the forgotten one's id.
+
+
 def test_ctrl_c_marks_the_search_interrupted(regression_csv, runs_root, start):
     process = start(_tune_args(regression_csv, "y", 3))
     _wait_for(lambda: helpers.run_folders(runs_root, "regression"), process)

@@ -2,8 +2,9 @@
 
 A recipe is a keras-tuner HyperModel through `search_space(hp, config)`. The tuner and oracle
 classes are keras-tuner's own, with four changes:
-- every state file (oracle.json, trial.json, the tuner's json) is written atomically, so a
-  kill -9 at any moment leaves a project that `dlref tune --resume` can reload;
+- every state file (oracle.json, trial.json, the tuner's json) is written atomically, and a
+  trial.json that oracle.json never recorded is dropped on reload, so a kill -9 at any moment
+  leaves a project that `dlref tune --resume` can reload;
 - Keras state is cleared after each trial (not only before the next build), and the trainer's
   RSS is recorded, so memory growth across trials shows in run.json;
 - the oracle's Display is replaced by `results.SearchLog` (progress lines, and the run
@@ -17,6 +18,7 @@ import gc
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -78,6 +80,15 @@ class _AtomicState:
     def _save_trial(self, trial):
         path = os.path.join(self._get_trial_dir(trial.trial_id), "trial.json")
         io.write_text(path, json.dumps(trial.get_state()))
+
+    def reload(self):
+        super().reload()
+        # create_trial writes a new trial's trial.json before oracle.json. A kill between the two
+        # leaves a trial that the oracle never recorded and that never trained: forgotten here,
+        # or the search would count it and run one trial too many.
+        for trial_id in [t for t in self.trials if t not in set(self.start_order)]:
+            del self.trials[trial_id]
+            shutil.rmtree(self._get_trial_dir(trial_id), ignore_errors=True)
 
 
 class _Trainer:
