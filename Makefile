@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench tensorboard clean
+.PHONY: install demo test test-all test-jax lint bench tensorboard clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "slow or not slow"
+
+# The in-process tests run on TensorFlow (tests/conftest.py); these run again on JAX: the
+# recipes that train on JAX by default, and the machinery every recipe uses (callbacks,
+# resume, tuning, evaluate / predict). CI runs them after `make test`.
+JAX_TESTS := tests/test_training.py tests/test_callbacks.py tests/test_resume.py \
+	tests/test_predict.py tests/test_tune.py tests/test_backends.py tests/test_timeseries.py \
+	tests/test_seq2seq.py
+test-jax: $(STAMP)
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -n 2 $(JAX_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check dlref tests scripts

@@ -8,6 +8,7 @@ versions here write a temporary file and rename it.
 """
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -108,6 +109,16 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
     on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+    _noted = set()  # Log folders told that the op graph is TensorFlow's (one note per run).
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.write_graph and keras.backend.backend() != "tensorflow" \
+                and self.log_dir not in self._noted:
+            self._noted.add(self.log_dir)
+            print(f"Note: on {keras.backend.backend()}, TensorBoard's Graphs tab shows the "
+                  "model's layers only; the op graph of a training step is TensorFlow's "
+                  "(--backend tensorflow).", file=sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._should_write_train_graph:

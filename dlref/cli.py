@@ -95,13 +95,23 @@ def list_recipes(as_json: bool = AsJson):
     if as_json:
         typer.echo(json.dumps({"recipes": recipes, "presets": presets}, indent=2))
         return
-    typer.echo("Recipes:")
+    typer.echo("Recipes (chapter, Keras backend: train / tune):")
     for item in recipes:
         tunable = "" if item["tunable"] else "  (not tunable)"
-        typer.echo(f"  {item['name']:<24} ch {item['chapter']:>2}  {item['summary']}{tunable}")
+        typer.echo(f"  {item['name']:<12} ch {item['chapter']:>2}  {_backends(item):<17} "
+                   f"{item['summary']}{tunable}")
     typer.echo("\nPresets (dlref train PRESET):")
     for item in presets:
         typer.echo(f"  {item['name']:<24} {item['summary']}")
+
+
+def _backends(item):
+    """A recipe's default backends, as `dlref list` shows them."""
+    if item.get("engine"):
+        return item["engine"]
+    train = registry.default_backend(item["name"])
+    tune = registry.default_backend(item["name"], "tune") if item["tunable"] else train
+    return train if tune == train else f"{train} / {tune}"
 
 
 @app.command()

@@ -28,9 +28,12 @@ RECIPES = {  # In the book's order of chapters.
 }
 
 # ENGINE (optional): "keras-rl2" for the recipe that trains in its own process (dlref.rl).
-# BACKEND (optional, default tensorflow): the Keras backend the recipe runs on unless told;
+# BACKEND (optional, default tensorflow): the Keras backend the recipe trains on unless told;
+# TUNE_BACKEND (optional, default BACKEND): the one it is tuned on (a search builds and
+# compiles dozens of models, where JAX's compile per model can cost more than it saves);
 # BACKENDS (optional, default both): the backends it can run on.
-_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE", "BACKEND", "BACKENDS")
+_IDENTITY = ("NAME", "CHAPTER", "SUMMARY", "MONITOR", "MODE", "ENGINE", "BACKEND",
+             "TUNE_BACKEND", "BACKENDS")
 
 
 def preset_dir():
@@ -63,13 +66,21 @@ def resolve(name):
     )
 
 
-def load(recipe, recorded_backend=None):
+def default_backend(recipe, task="train"):
+    """The Keras backend a recipe declares for a task ("train" or "tune")."""
+    found = info(recipe)
+    chosen = found.get("backend", "tensorflow")
+    return found.get("tune_backend", chosen) if task == "tune" else chosen
+
+
+def load(recipe, recorded_backend=None, task="train"):
     """Imports a recipe module (this is where Keras and TensorFlow get imported, except for a
     recipe with its own process: the DQN's module is light, its worker imports the rest).
 
     Args:
         recorded_backend: the Keras backend a run was trained on, for resume, evaluate and
             predict (backend.use says which backend wins).
+        task: "train" or "tune", for the recipe's default backend.
     """
     from dlref import backend
 
@@ -78,9 +89,8 @@ def load(recipe, recorded_backend=None):
             raise DlrefError(f"--backend does not apply to {recipe}: keras-rl2 runs on legacy "
                              "Keras, which is TensorFlow's.")
     else:
-        found = info(recipe)
-        backend.use(found.get("backend", "tensorflow"), recorded_backend,
-                    found.get("backends", backend.BACKENDS), recipe)
+        backend.use(default_backend(recipe, task), recorded_backend,
+                    info(recipe).get("backends", backend.BACKENDS), recipe)
         backend.import_tensorflow()
     return importlib.import_module(RECIPES[recipe])
 

@@ -8,6 +8,10 @@ import helpers
 
 # Before TensorFlow is first imported: keep its C++ log lines out of the test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Keras picks one backend per process, so the in-process tests run every recipe on one:
+# TensorFlow unless KERAS_BACKEND says otherwise (`make test-jax` runs the suites of the
+# recipes that default to JAX on JAX). Tests of the recipes' own defaults use subprocesses.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 @pytest.fixture(autouse=True)

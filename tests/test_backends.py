@@ -46,12 +46,25 @@ def test_a_jax_run_is_recorded_and_its_model_loads_on_tensorflow(tmp_path, binar
 
 def test_a_tensorflow_run_loads_on_jax(tmp_path, regression_csv):
     _dlref(tmp_path, "train", "regression", "--data", regression_csv, "--target", "y",
-           "--epochs", 2, "--name", "on-tf")
+           "--epochs", 2, "--name", "on-tf", "--backend", "tensorflow")
     run_dir = helpers.only_run(tmp_path / "runs", "regression")
     assert helpers.read_json(run_dir / "run.json")["backend"] == "tensorflow"
     on_jax = _dlref(tmp_path, "evaluate", "on-tf", "--backend", "jax", "--json")
     _close(json.loads(on_jax.stdout)["metrics"],
            helpers.read_json(run_dir / "metrics.json")["metrics"])
+
+
+def test_a_dense_recipe_trains_on_jax_and_is_tuned_on_tensorflow(tmp_path, regression_csv):
+    data = ["--data", regression_csv, "--target", "y"]
+    _dlref(tmp_path, "train", "regression", *data, "--epochs", 1)
+    _dlref(tmp_path, "tune", "regression", *data, "--algorithm", "random", "--max-trials", 1,
+           "--max-epochs", 1)
+    found = {run.name.startswith("tune-"): helpers.read_json(run / "run.json")["backend"]
+             for run in helpers.run_folders(tmp_path / "runs", "regression")}
+    assert found == {False: "jax", True: "tensorflow"}
+    assert registry.default_backend("regression") == "jax"
+    assert registry.default_backend("regression", "tune") == "tensorflow"
+    assert registry.default_backend("cnn", "tune") == registry.default_backend("cnn")
 
 
 def test_the_same_seed_gives_the_same_epochs_on_jax(tmp_path, regression_csv):
@@ -78,11 +91,12 @@ def test_bad_backend_options_are_refused(args, words):
 
 
 def test_a_process_with_keras_loaded_refuses_another_backend(regression_csv):
-    # This test process imported Keras on TensorFlow (conftest), as a notebook may have.
-    assert backend.current() == "tensorflow"
+    # This test process imported Keras (conftest), as a notebook may have.
+    loaded = backend.current()
+    other = "jax" if loaded == "tensorflow" else "tensorflow"
     result = helpers.invoke("train", "regression", "--data", regression_csv, "--target", "y",
-                            "--epochs", 1, "--backend", "jax")
-    helpers.assert_user_error(result, "already loaded with the tensorflow backend")
+                            "--epochs", 1, "--backend", other)
+    helpers.assert_user_error(result, f"already loaded with the {loaded} backend")
 
 
 def test_every_keras_recipe_declares_a_backend():
@@ -93,6 +107,8 @@ def test_every_keras_recipe_declares_a_backend():
 
 
 def test_a_keras_backend_variable_a_recipe_cannot_use_gives_way(monkeypatch, capsys):
+    if backend.current() != "tensorflow":
+        pytest.skip("Keras is loaded on JAX in this process: gan cannot run here")
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     assert backend.use("tensorflow", supported=("tensorflow",), recipe="gan") == "tensorflow"
     assert "KERAS_BACKEND is jax, but the gan recipe runs on tensorflow only" in \

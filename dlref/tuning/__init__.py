@@ -45,7 +45,7 @@ def tune(name, *, source=Source(), config_file=None, overrides=(), seed=None, se
     if run_name is not None:
         runs.validate_name(run_name)
     check(cluster)
-    module = registry.load(recipe)
+    module = registry.load(recipe, task="tune")
     config, data, settings, plan, hp, space = prepare(module, values, source, search)
     show_data(data)
     if cluster.role == "worker":

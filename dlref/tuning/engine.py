@@ -106,6 +106,25 @@ class _Trainer:
             self.oracle.save()
         io.write_text(self._get_tuner_fname(), json.dumps(self.get_state()))
 
+    def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+        """Each trial's TensorBoard logs in logs/<trial>/execution<n>, with its HParams.
+
+        keras-tuner does this on TensorFlow only, so as not to import TensorFlow under another
+        backend; dlref writes TensorBoard files with TensorFlow on every backend, and without
+        this every JAX trial logged into the same folder, with no HParams.
+        """
+        from keras_tuner.src.engine import tuner_utils
+        from tensorboard.plugins.hparams import api as hparams_api
+
+        for callback in list(callbacks):
+            if callback.__class__.__name__ == "TensorBoard":
+                callback.log_dir = self._get_tensorboard_dir(callback.log_dir, trial.trial_id,
+                                                             execution)
+                hparams = tuner_utils.convert_hyperparams_to_hparams(trial.hyperparameters,
+                                                                     hparams_api)
+                callbacks.append(hparams_api.KerasCallback(
+                    writer=callback.log_dir, hparams=hparams, trial_id=trial.trial_id))
+
     def pre_create_trial(self):
         if self._asked:  # The last request got no trial (IDLE): other workers' trials run.
             time.sleep(0.5)
@@ -220,7 +239,16 @@ def search(tuner, run_dir, settings, latch=None):
         # Hyperband warm-starts a model from an earlier trial's weights; its fresh optimizer
         # has no slots yet, which Keras reports on every load.
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        tuner.search(epochs=settings["max_epochs"], callbacks=callbacks, verbose=0)
+        # The objects alive now (TensorFlow's, JAX's, Keras' modules; the data) are left out
+        # of every collection the search runs: keras-tuner and clear_session collect 4 times
+        # per trial, each a walk over all of them. Measured here (regression, 23 trials):
+        # TensorFlow 22 -> 30-35 trials/min, JAX 21 -> 24-26.
+        gc.collect()
+        gc.freeze()
+        try:
+            tuner.search(epochs=settings["max_epochs"], callbacks=callbacks, verbose=0)
+        finally:
+            gc.unfreeze()
 
 
 @contextlib.contextmanager
