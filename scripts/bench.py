@@ -69,9 +69,16 @@ class Case:
     sets: tuple = ()
     generated: str = ""
 
+    @property
+    def recipe(self):
+        """The recipe's name (a preset's recipe: text for text-lstm)."""
+        from dlref import registry
+
+        return registry.resolve(self.name)[0]
+
     def selected(self, wanted):
-        return not wanted or self.label in wanted or self.name in wanted or (
-            self.label.split("-")[0] in wanted and self.label.startswith("text"))
+        """Whether --recipes names its label, recipe or preset (or is empty: every case)."""
+        return not wanted or bool({self.label, self.name, self.recipe} & set(wanted))
 
 
 def cases(quick):
@@ -661,7 +668,8 @@ def main():
     args = parser.parse_args()
     all_cases = cases(args.quick)
     labels = [case.label for case in all_cases]
-    known = labels + sorted({case.name for case in all_cases} | {"text"})
+    known = labels + sorted({name for case in all_cases for name in (case.name, case.recipe)}
+                            - set(labels))
     wanted = _names(args.recipes, known, "recipes")
     backends = _names(args.backends, BACKENDS, "backends")
     sections = _names(args.sections, SECTIONS, "sections")
@@ -687,6 +695,9 @@ def main():
         print(f"| start: `{command}` | {seconds:.2f} s |")
     if found:
         print_overhead(found, rows)
+    elif "overhead" in sections:
+        print("| train multiclass, dlref / bare | not measured: it needs multiclass on its "
+              "declared backend at the book's batch |")
     sys.stdout.flush()
     if "dqn" in sections:
         print_dqn(args.quick)
