@@ -429,8 +429,9 @@ def recipe_section(selected, backends, epochs, quick, folder):
                 except CellFailed as error:
                     cell.bare_error = str(error)
                 print(f"measured {case.label}, batch {batch}, {backend}: dlref "
-                      f"{middle - started:.0f} s, bare {time.perf_counter() - middle:.0f} s",
-                      file=sys.stderr, flush=True)
+                      f"{_samples(cell.dlref, cell.dlref_error)} samples/s in "
+                      f"{middle - started:.0f} s, bare {_samples(cell.bare, cell.bare_error)} "
+                      f"in {time.perf_counter() - middle:.0f} s", file=sys.stderr, flush=True)
     return cells, peaks, infos
 
 
