@@ -299,7 +299,8 @@ def training_flops(model):
     as much again each), counting 2 per multiply-add of Dense, Conv1D, Conv2D, Conv2DTranspose
     and LSTM layers. None where a layer's cost is not known here: a nested model (transfer's
     base, the GAN's two networks) or another layer with trainable weights. Layers without
-    them (pooling, dropout, augmentation) and embedding look-ups count 0."""
+    them (pooling, dropout, augmentation) and embedding look-ups count 0. None too where a
+    length is unknown until the data comes (seq2seq's sequences)."""
     import keras
 
     forward = 0
@@ -307,22 +308,33 @@ def training_flops(model):
         kind = type(layer).__name__
         kernel = getattr(layer, "kernel", None)
         if kind == "Dense":
-            positions = math.prod(layer.output.shape[1:-1])  # Dense on sequences: per step.
-            forward += 2 * math.prod(kernel.shape) * positions
+            positions = _size(layer.output.shape[1:-1])  # Dense on sequences: per step.
+            forward = _add(forward, 2 * math.prod(kernel.shape), positions)
         elif kind in ("Conv1D", "Conv2D"):
-            forward += 2 * math.prod(kernel.shape) * math.prod(layer.output.shape[1:-1])
+            forward = _add(forward, 2 * math.prod(kernel.shape), _size(layer.output.shape[1:-1]))
         elif kind == "Conv2DTranspose":
-            forward += 2 * math.prod(kernel.shape) * math.prod(_first(layer.input).shape[1:-1])
+            forward = _add(forward, 2 * math.prod(kernel.shape),
+                           _size(_first(layer.input).shape[1:-1]))
         elif kind == "LSTM":
             cell = layer.cell
             steps = _first(layer.input).shape[1]
-            forward += 2 * (math.prod(cell.kernel.shape)
-                            + math.prod(cell.recurrent_kernel.shape)) * steps
+            forward = _add(forward, 2 * (math.prod(cell.kernel.shape)
+                                         + math.prod(cell.recurrent_kernel.shape)), steps)
         elif isinstance(layer, keras.Model):
             return None  # A nested model.
         elif layer.trainable_weights and kind not in ("Embedding", "BatchNormalization"):
             return None
-    return 3 * forward
+    return 3 * forward if forward is not None else None
+
+
+def _size(shape):
+    """Elements of a shape, or None when a dimension is unknown."""
+    return None if None in shape else math.prod(shape)
+
+
+def _add(total, flops, times):
+    """total + flops x times, None once either is unknown."""
+    return None if total is None or times is None else total + flops * times
 
 
 def _first(tensors):
