@@ -40,8 +40,9 @@ test-jax: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dlref tests scripts
 
+# make bench BENCH="--quick --recipes multiclass,gan": the options of scripts/bench.py.
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH)
 
 tensorboard: $(STAMP)
 	$(BIN)/dlref tensorboard

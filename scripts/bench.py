@@ -1,19 +1,28 @@
-"""dlref benchmarks: prints a Markdown table (copied into the README).
+"""dlref benchmarks: prints Markdown tables (copied into the README).
 
-    make bench                 # everything
-    python scripts/bench.py --quick   # smaller training data, for a smoke run
+    make bench                                   # everything
+    python scripts/bench.py --quick              # smaller data, fewer epochs: a smoke run
+    python scripts/bench.py --sections recipes --recipes multiclass,gan --backends jax
 
 Measures, in one run on this machine:
 - CLI start: `dlref --help` and `dlref list` against `python -c "import tensorflow"`.
-- Training overhead: seconds per epoch of `dlref train multiclass` (every callback on) on a
-  generated 60,000 x 784 MNIST-shaped table, against a bare Keras script that fits the same
-  model on the same arrays with the same batch size and validation data, as a ratio.
-- Throughput: samples/s and GFLOP/s, against a float32 matmul peak measured in the same run.
-- Tuning (when dlref.tuning provides `benchmark`): trials per minute and RSS across trials.
+- Every Keras recipe on each backend, at its default batch and at 1,024: samples/s of
+  `dlref train` (every callback on) beside a bare Keras `fit` of the same model on the same data
+  and backend, their ratio, and GFLOP/s against a float32 matmul peak measured in the same run
+  on each backend; which backend each recipe declares and which was faster; the goals of the
+  issue, judged from these figures.
+- Training overhead of multiclass on a generated 60,000 x 784 MNIST-shaped table, with bare
+  Keras also at dlref's validation batch (what the callbacks alone cost).
+- DQN on CartPole (keras-rl2) to a mean test reward of 475, and tuning (when dlref.tuning
+  provides `benchmark`): trials per minute and RSS across trials.
+
+Every training measurement runs in its own process: a process loads one Keras backend only.
 """
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -25,9 +34,528 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-EPOCHS = 5  # The first epoch traces the graph; the median of the others is reported.
-ROUNDS = 2  # dlref and bare Keras alternate, so a slow spell of a shared machine hits both.
+BACKENDS = ("tensorflow", "jax")
+SECTIONS = ("start", "recipes", "overhead", "dqn", "tune")
+EPOCHS = 3  # The first epoch compiles; the median of the others is reported (quick: 2).
+BIG_BATCH = 1024
+CELL_TIMEOUT = 900  # Seconds; a cell that takes longer is reported as failed.
 BEST_DQN = ("hidden_units=[64, 64]", "epsilon_steps=5000")  # Fastest to 195 of those tried.
+
+# The issue's goals. BARE_TF_BOOK_BATCH: bare TensorFlow Keras on the 60,000-row multiclass
+# table at batch 32 when the goals were set, in samples/s.
+BARE_TF_BOOK_BATCH = 8028
+GOAL_SPEEDUP = 2.5
+GOAL_PEAK_SHARE = 0.75
+GOAL_RATIO = 1.10
+DENSE = ("regression", "binary", "multiclass")
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One recipe row of the per-recipe section.
+
+    Args:
+        label: the row's name, and what --recipes selects (with the recipe's own name).
+        name: the recipe or preset that `dlref train` gets.
+        data: the row's words for its data.
+        sets: --set overrides beyond epochs, batch size and early stopping.
+        generated: "regression", "binary" or "multiclass" for a generated table, "images" for
+            a generated image folder, "" for the recipe's built-in data.
+    """
+
+    label: str
+    name: str
+    data: str
+    sets: tuple = ()
+    generated: str = ""
+
+    @property
+    def recipe(self):
+        """The recipe's name (a preset's recipe: text for text-lstm)."""
+        from dlref import registry
+
+        return registry.resolve(self.name)[0]
+
+    def selected(self, wanted):
+        """Whether --recipes names its label, recipe or preset (or is empty: every case)."""
+        return not wanted or bool({self.label, self.name, self.recipe} & set(wanted))
+
+
+def cases(quick):
+    """The rows of the per-recipe section, in the book's order (dqn, keras-rl2, is left out)."""
+    rows = table_rows(quick)
+    table = f"generated {rows:,} x 784 table"
+    images, size = transfer_images(quick)
+    # IMDB's 25,000 reviews at batch 32 take about 30 s (cnn) and 50 s (lstm) an epoch here:
+    # 11 % of them train, 1,000 validate, so that each takes seconds.
+    few_texts = ("val_fraction=0.04", "test_fraction=0.85")
+    return [
+        Case("regression", "regression", f"{table}, continuous target", generated="regression"),
+        Case("binary", "binary", f"{table}, 2 classes", generated="binary"),
+        Case("multiclass", "multiclass", f"{table}, 10 classes", generated="multiclass"),
+        Case("cnn", "cnn", "built-in digits, 28x28"),
+        Case("cnn-augmented", "cnn-augmented", "built-in digits, 28x28, augmentation layers"),
+        Case("timeseries", "timeseries", "built-in CO2, windows of 10"),
+        Case("text-cnn", "text", "built-in IMDB, 11 % of it, Conv1D x3", few_texts),
+        Case("text-lstm", "text-lstm", "built-in IMDB, 11 % of it, LSTM(10)", few_texts),
+        Case("seq2seq", "seq2seq", "built-in numbers, LSTM(256) x2"),
+        Case("gan", "gan", "built-in digits, DCGAN (judge: 1 epoch)", ("judge_epochs=1",)),
+        Case("transfer", "transfer", f"generated folder, {images} images at {size}x{size}, "
+             "mobilenet_v2 frozen (stage 1)",
+             ("weights=none", "scratch_baseline=false", f"image_size={size}"),
+             generated="images"),
+    ]
+
+
+def table_rows(quick):
+    return 6000 if quick else 60000
+
+
+def transfer_images(quick):
+    """(images, pixels a side) of the generated transfer folder: mobilenet_v2's own 224, or
+    96 for a quick run."""
+    return (48, 96) if quick else (160, 224)
+
+
+# --- Generated data --------------------------------------------------------------------------
+
+
+def make_table(path, rows, task="multiclass", seed=0):
+    """An MNIST-shaped table (Parquet): 784 uint8 pixel columns and a target `label` they
+    determine: one of 10 classes, one of 2, or a continuous value."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, size=(rows, 784), dtype=np.uint8)
+    scores = (pixels / 255.0 - 0.5) @ rng.normal(size=(784, 10)) + rng.normal(size=(rows, 10))
+    label = {"multiclass": lambda: np.argmax(scores, axis=1),
+             "binary": lambda: (scores[:, 0] > scores[:, 1]).astype(int),
+             "regression": lambda: scores[:, 0]}[task]()
+    frame = pd.DataFrame(pixels, columns=[f"pixel_{i}" for i in range(784)])
+    frame["label"] = label
+    frame.to_parquet(path)
+
+
+def make_images(folder, images, size, seed=0):
+    """A folder of random JPEG images in 4 class sub-folders; returns its path."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for index in range(images):
+        path = Path(folder, "photos", f"class_{index % 4}", f"{index}.jpg")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return Path(folder, "photos")
+
+
+def case_args(case, folder, quick):
+    """The `dlref train` arguments of a case (without epochs, batch size and backend), making
+    its generated data in `folder` when it has none there yet."""
+    args = [case.name]
+    if case.generated == "images":
+        photos = Path(folder, "photos")
+        if not photos.is_dir():
+            make_images(folder, *transfer_images(quick))
+        args += ["--data", str(photos)]
+    elif case.generated:
+        path = Path(folder, f"{case.generated}.parquet")
+        if not path.is_file():
+            make_table(path, table_rows(quick), case.generated)
+        args += ["--data", str(path), "--target", "label"]
+    for setting in case.sets:
+        args += ["--set", setting]
+    return args
+
+
+# --- One measurement, each in its own process --------------------------------------------------
+
+
+class CellFailed(Exception):
+    """A measurement failed; its message is the last line of the process's stderr."""
+
+
+def _last_line(text):
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error message"
+
+
+def dlref_cell(args, backend, epochs, folder):
+    """Samples/s of `dlref train ARGS --backend BACKEND` (median epoch after the first).
+
+    Its test evaluation and baselines (HistGradientBoosting on 42,000 x 784 takes a minute)
+    are no part of the measure: the process is ended once run.json has its epoch timings.
+    """
+    runs_dir = Path(tempfile.mkdtemp(dir=folder, prefix="runs-"))
+    command = [str(BIN / "dlref"), "train", *args, "--backend", backend, "--epochs", str(epochs),
+               "--set", "early_stopping_patience=0", "--runs-dir", str(runs_dir)]
+    with open(runs_dir / "stderr.txt", "w+") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, env=ENV)
+        manifest, started = {}, time.perf_counter()
+        while process.poll() is None and time.perf_counter() - started < CELL_TIMEOUT:
+            manifest = _manifest(runs_dir)
+            if "timings" in manifest:
+                break
+            time.sleep(0.5)
+        manifest = _manifest(runs_dir)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        errors.seek(0)
+        message = _last_line(errors.read())
+    seconds = manifest.get("timings", {}).get("epoch_seconds")
+    if not seconds:
+        raise CellFailed(message)
+    if manifest.get("backend") != backend:
+        raise CellFailed(f"ran on {manifest.get('backend')}, not {backend}")
+    return _throughput(seconds, manifest["data"]["rows"]["train"])
+
+
+def _manifest(runs_dir):
+    """The run.json of the one run under `runs_dir`, or {} before there is one."""
+    found = next(runs_dir.glob("*/*/run.json"), None)  # recipe/run (a preset's runs too).
+    try:
+        return json.loads(found.read_text()) if found else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _throughput(seconds, rows):
+    epoch = statistics.median(seconds[1:] or seconds)
+    return {"epoch": epoch, "rows": rows, "samples_per_second": rows / epoch}
+
+
+def bare_cell(args, backend, epochs, validation_batch=0):
+    """Samples/s of a bare Keras `fit` of the recipe's model on its data (see bare_keras), and
+    the model's training FLOPs per sample (None where they are not computed)."""
+    command = [sys.executable, __file__, "--bare", backend, *args, "--epochs", str(epochs),
+               "--validation-batch", str(validation_batch)]
+    try:
+        result = subprocess.run(command, env=ENV, capture_output=True, text=True,
+                                timeout=CELL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise CellFailed(f"over {CELL_TIMEOUT} s") from None
+    if result.returncode:
+        raise CellFailed(_last_line(result.stderr))
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**_throughput(found["seconds"], found["rows"]), "flops": found["flops"]}
+
+
+def bare_parser():
+    parser = argparse.ArgumentParser(prog="bench.py --bare BACKEND")
+    parser.add_argument("backend", choices=BACKENDS)
+    parser.add_argument("name")
+    parser.add_argument("--data")
+    parser.add_argument("--target")
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--validation-batch", type=int, default=0)
+    return parser
+
+
+def bare_keras(args):
+    """Runs in its own process: the recipe's own data and model (through the registry, on
+    `args.backend`), trained by one plain `fit` at the same batch size; prints JSON.
+
+    The only callback times epochs (it has no batch hooks). `validation_batch` 0 validates at
+    Keras' default (the training batch, as a bare script does); dlref validates at 1,024.
+    """
+    os.environ["KERAS_BACKEND"] = args.backend
+    from dlref import registry, training
+    from dlref.data import Source
+
+    recipe, _, values = training.resolve_config(args.name, overrides=args.set,
+                                                 epochs=args.epochs)
+    module = registry.load(recipe)
+    import keras
+
+    if keras.backend.backend() != args.backend:
+        raise SystemExit(f"Keras runs on {keras.backend.backend()}, not {args.backend}")
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.started)
+
+    config = module.Config(**values)
+    data = training.seeded_load(module, config, Source(data=args.data, target=args.target))
+    model = module.build_model(config, data)
+    timer = EpochTimer()
+    model.fit(*data.train, validation_data=data.val, epochs=config.epochs,
+              batch_size=config.batch_size, validation_batch_size=args.validation_batch or None,
+              callbacks=[timer], verbose=0)
+    print(json.dumps({"seconds": timer.seconds, "rows": len(data.train[1]),
+                      "flops": training_flops(model)}))
+
+
+def training_flops(model):
+    """Training FLOPs per sample: 3 x the forward pass's (its two backward matmuls cost about
+    as much again each), counting 2 per multiply-add of Dense, Conv1D, Conv2D, Conv2DTranspose
+    and LSTM layers. None where a layer's cost is not known here: a nested model (transfer's
+    base, the GAN's two networks) or another layer with trainable weights. Layers without
+    them (pooling, dropout, augmentation) and embedding look-ups count 0. None too where a
+    length is unknown until the data comes (seq2seq's sequences)."""
+    import keras
+
+    forward = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        kernel = getattr(layer, "kernel", None)
+        if kind == "Dense":
+            positions = _size(layer.output.shape[1:-1])  # Dense on sequences: per step.
+            forward = _add(forward, 2 * math.prod(kernel.shape), positions)
+        elif kind in ("Conv1D", "Conv2D"):
+            forward = _add(forward, 2 * math.prod(kernel.shape), _size(layer.output.shape[1:-1]))
+        elif kind == "Conv2DTranspose":
+            forward = _add(forward, 2 * math.prod(kernel.shape),
+                           _size(_first(layer.input).shape[1:-1]))
+        elif kind == "LSTM":
+            cell = layer.cell
+            steps = _first(layer.input).shape[1]
+            forward = _add(forward, 2 * (math.prod(cell.kernel.shape)
+                                         + math.prod(cell.recurrent_kernel.shape)), steps)
+        elif isinstance(layer, keras.Model):
+            return None  # A nested model.
+        elif layer.trainable_weights and kind not in ("Embedding", "BatchNormalization"):
+            return None
+    return 3 * forward if forward is not None else None
+
+
+def _size(shape):
+    """Elements of a shape, or None when a dimension is unknown."""
+    return None if None in shape else math.prod(shape)
+
+
+def _add(total, flops, times):
+    """total + flops x times, None once either is unknown."""
+    return None if total is None or times is None else total + flops * times
+
+
+def _first(tensors):
+    return tensors[0] if isinstance(tensors, (list, tuple)) else tensors
+
+
+def peak_cell(backend):
+    """float32 matmul GFLOP/s on `backend`, measured in its own process (see matmul_peak)."""
+    result = subprocess.run([sys.executable, __file__, "--peak", backend], env=ENV,
+                            capture_output=True, text=True, timeout=CELL_TIMEOUT)
+    if result.returncode:
+        raise CellFailed(_last_line(result.stderr))
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def matmul_peak(backend, size=2048, repeat=20):
+    """float32 GFLOP/s of a square matmul through Keras on `backend`: the ceiling a dense
+    network can approach."""
+    os.environ["KERAS_BACKEND"] = backend
+    from dlref.backend import import_tensorflow
+
+    import_tensorflow()  # Quietly, as dlref does; Keras imports it on either backend.
+    import keras
+
+    def wait(x):
+        return x.block_until_ready() if hasattr(x, "block_until_ready") else x.numpy()
+
+    a = keras.random.normal((size, size))
+    b = keras.random.normal((size, size))
+    wait(keras.ops.matmul(a, b))
+    start = time.perf_counter()
+    for _ in range(repeat):
+        wait(keras.ops.matmul(a, b))
+    print(2 * size**3 * repeat / (time.perf_counter() - start) / 1e9)
+
+
+# --- The per-recipe section ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)  # Hashed by identity.
+class Cell:
+    """One recipe x batch x backend: dlref's and bare Keras' figures, or why there are none."""
+
+    case: Case
+    batch: int
+    backend: str
+    declared: str  # The recipe's BACKEND.
+    dlref: dict = None
+    bare: dict = None
+    skipped: str = ""  # Why the backend was not measured.
+    dlref_error: str = ""
+    bare_error: str = ""
+
+    @property
+    def is_declared(self):
+        return self.backend == self.declared
+
+    @property
+    def ratio(self):
+        """dlref's seconds per epoch over bare Keras' (above 1: dlref is slower)."""
+        if self.dlref and self.bare:
+            return self.bare["samples_per_second"] / self.dlref["samples_per_second"]
+        return None
+
+    def gflops(self):
+        """dlref's training GFLOP/s, or None where the FLOPs are not computed."""
+        if self.dlref and self.bare and self.bare["flops"]:
+            return self.bare["flops"] * self.dlref["samples_per_second"] / 1e9
+        return None
+
+
+def recipe_section(selected, backends, epochs, quick, folder):
+    """Measures every selected case on every backend at its default batch and at 1,024;
+    returns (cells, {backend: matmul peak GFLOP/s or an error string}, {recipe: info})."""
+    from dlref import registry, training
+
+    peaks = {}
+    for backend in backends:
+        try:
+            peaks[backend] = peak_cell(backend)
+        except CellFailed as error:
+            peaks[backend] = f"failed: {error}"
+    cells, infos = [], {}
+    for case in selected:
+        recipe, _, values = training.resolve_config(case.name, overrides=case.sets)
+        info = infos[case.label] = registry.info(recipe)
+        args = case_args(case, folder, quick)
+        for batch in dict.fromkeys((values["batch_size"], BIG_BATCH)):
+            for backend in backends:
+                cell = Cell(case, batch, backend, info.get("backend", "tensorflow"))
+                cells.append(cell)
+                if backend not in info.get("backends", BACKENDS):
+                    cell.skipped = f"{recipe} runs on {' or '.join(info['backends'])} only"
+                    continue
+                sized = [*args, "--set", f"batch_size={batch}"]
+                started = time.perf_counter()
+                try:
+                    cell.dlref = dlref_cell(sized, backend, epochs, folder)
+                except CellFailed as error:
+                    cell.dlref_error = str(error)
+                middle = time.perf_counter()
+                try:
+                    cell.bare = bare_cell(sized, backend, epochs)
+                except CellFailed as error:
+                    cell.bare_error = str(error)
+                print(f"measured {case.label}, batch {batch}, {backend}: dlref "
+                      f"{_samples(cell.dlref, cell.dlref_error)} samples/s in "
+                      f"{middle - started:.0f} s, bare {_samples(cell.bare, cell.bare_error)} "
+                      f"in {time.perf_counter() - middle:.0f} s", file=sys.stderr, flush=True)
+    return cells, peaks, infos
+
+
+def _faster(cells):
+    """{(label, batch): the backend with the most dlref samples/s}, where both were measured."""
+    best = {}
+    for cell in cells:
+        if cell.dlref:
+            key = (cell.case.label, cell.batch)
+            if key not in best or cell.dlref["samples_per_second"] > best[key][1]:
+                best[key] = (cell.backend, cell.dlref["samples_per_second"])
+    measured = {}
+    for cell in cells:
+        measured.setdefault((cell.case.label, cell.batch), []).append(bool(cell.dlref))
+    return {key: backend for key, (backend, _) in best.items() if sum(measured[key]) > 1}
+
+
+def print_recipe_table(cells, peaks, infos, epochs):
+    """The per-recipe table, each backend's peak, which backend each recipe uses, the goals."""
+    faster = _faster(cells)
+    print(f"\n### Every recipe on both backends ({os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')})\n")
+    print(f"Samples/s: training rows over the median epoch after the first ({epochs} epochs; "
+          "the first compiles). dlref: `dlref train`, every callback on; bare: one Keras "
+          "`fit` of the same model on the same data and backend. dlref/bare: seconds per "
+          "epoch, dlref over bare. GFLOP/s: 3 x the forward pass's FLOPs (Dense, Conv, LSTM "
+          "layers) per sample, at dlref's samples/s; n/a where not computed. "
+          "Backend: * = faster of the two at that batch.\n")
+    print("| recipe | data | batch | backend | dlref samples/s | bare samples/s | dlref/bare "
+          "| GFLOP/s (% of peak) | declared backend |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---|")
+    for cell in cells:
+        mark = " *" if faster.get((cell.case.label, cell.batch)) == cell.backend else ""
+        if cell.skipped:
+            figures = ["—"] * 4
+        else:
+            figures = [_samples(cell.dlref, cell.dlref_error),
+                       _samples(cell.bare, cell.bare_error),
+                       f"{cell.ratio:.2f}" if cell.ratio else "—",
+                       _gflops(cell, peaks)]
+        print(f"| {cell.case.label} | {cell.case.data} | {cell.batch:,} | "
+              f"{cell.backend}{mark} | {' | '.join(figures)} | {cell.declared} |")
+    print()
+    for backend, peak in peaks.items():
+        shown = f"{peak:.1f} GFLOP/s" if isinstance(peak, float) else peak
+        print(f"- float32 matmul peak (2048 x 2048) on {backend}: {shown}")
+    print_backend_choices(cells, infos, faster)
+    print_goals(cells, peaks)
+
+
+def _samples(found, error):
+    return f"{found['samples_per_second']:,.0f}" if found else f"failed: {error}"
+
+
+def _gflops(cell, peaks):
+    gflops, peak = cell.gflops(), peaks.get(cell.backend)
+    if gflops is None:
+        return "n/a"
+    share = f" ({100 * gflops / peak:.0f} %)" if isinstance(peak, float) else ""
+    return f"{gflops:.1f}{share}"
+
+
+def print_backend_choices(cells, infos, faster):
+    """One line per recipe: the backend it declares (BACKEND), where it may run (BACKENDS),
+    and the faster one measured at each batch."""
+    print("\nBackends: what each recipe declares (its BACKEND) and what was faster here.\n")
+    for label, info in infos.items():
+        declared = info.get("backend", "tensorflow")
+        only = info.get("backends")
+        where = f"; runs on {' or '.join(only)} only (BACKENDS)" if only else ""
+        measured = [f"{backend} at batch {batch:,}" for (name, batch), backend in faster.items()
+                    if name == label]
+        shown = ", ".join(measured) if measured else "not compared"
+        print(f"- {label}: declares {declared}{where}; faster here: {shown}")
+
+
+def print_goals(cells, peaks):
+    """The issue's three goals, each judged from this run's figures on the backend each dense
+    recipe declares (the other backend's figure beside it)."""
+    print("\nGoals (from this run's figures):\n")
+    target = GOAL_SPEEDUP * BARE_TF_BOOK_BATCH
+    dense = [c for c in cells if c.case.label in DENSE and c.dlref]
+    book = [c for c in dense if c.batch != BIG_BATCH]
+    if book:
+        met = all(c.dlref["samples_per_second"] >= target for c in book if c.is_declared)
+        print(f"- Dense recipes at the book's batch, at least {GOAL_SPEEDUP}x the bare "
+              f"TensorFlow {BARE_TF_BOOK_BATCH:,} samples/s ({target:,.0f}) on the declared "
+              f"backend: {'met' if met else 'not met'} ("
+              + ", ".join(f"{c.case.label} {c.backend} {c.dlref['samples_per_second']:,.0f}"
+                          f"{' (declared)' if c.is_declared else ''}" for c in book) + ").")
+    big = {c: c.gflops() / peaks[c.backend] for c in dense if c.batch == BIG_BATCH
+           and c.gflops() is not None and isinstance(peaks.get(c.backend), float)}
+    if big:
+        met = all(share >= GOAL_PEAK_SHARE for c, share in big.items() if c.is_declared)
+        print(f"- Dense recipes at batch {BIG_BATCH:,}, at least {GOAL_PEAK_SHARE:.0%} of the "
+              f"matmul peak of the same backend, on the declared backend: "
+              f"{'met' if met else 'not met'} ("
+              + ", ".join(f"{c.case.label} {c.backend} {100 * share:.0f} %"
+                          f"{' (declared)' if c.is_declared else ''}"
+                          for c, share in big.items()) + ").")
+    compared = [c for c in cells if c.ratio is not None]
+    if compared:
+        over = [c for c in compared if c.ratio > GOAL_RATIO]
+        listed = ", ".join(f"{c.case.label} batch {c.batch:,} {c.backend} {c.ratio:.2f}"
+                           for c in over)
+        verdict = (f"met in all {len(compared)} cells" if not over else
+                   f"not met in {len(over)} of {len(compared)} cells ({listed})")
+        print(f"- dlref / bare on the same backend at most {GOAL_RATIO:.2f}: {verdict}; worst "
+              f"{max(c.ratio for c in compared):.2f}.")
+
+
+# --- The other sections ----------------------------------------------------------------------
 
 
 def timed(command, repeat=5):
@@ -50,159 +578,44 @@ def cli_start():
     }
 
 
-def make_table(path, rows, seed=0):
-    """An MNIST-shaped table: 784 uint8 pixel columns and a 10-class label they determine."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, size=(rows, 784), dtype=np.uint8)
-    projection = rng.normal(size=(784, 10))
-    labels = np.argmax((pixels / 255.0 - 0.5) @ projection + rng.normal(size=(rows, 10)), axis=1)
-    header = ",".join([f"pixel_{i}" for i in range(784)] + ["label"])
-    body = np.column_stack([pixels, labels])
-    with open(path, "w") as handle:
-        handle.write(header + "\n")
-        for start in range(0, rows, 5000):
-            chunk = body[start:start + 5000]
-            handle.write("\n".join(",".join(map(str, row)) for row in chunk.tolist()) + "\n")
-
-
-def dlref_epoch_seconds(csv_path, runs_dir):
-    subprocess.run(
-        [str(BIN / "dlref"), "train", "multiclass", "--data", str(csv_path), "--target",
-         "label", "--epochs", str(EPOCHS), "--set", "early_stopping_patience=0",
-         "--runs-dir", str(runs_dir)],
-        check=True, env=ENV, capture_output=True,
-    )
-    manifest = json.loads(next(Path(runs_dir).glob("multiclass/*/run.json")).read_text())
-    return manifest["timings"]["epoch_seconds"], manifest["data"]["rows"]["train"]
+def overhead(cells, folder, epochs, quick):
+    """The multiclass rows of the per-recipe section at the book's batch on its declared
+    backend, and bare Keras once more at dlref's validation batch (1,024): what dlref's
+    callbacks cost by themselves. None when that cell was not measured."""
+    cell = next((c for c in cells if c.case.label == "multiclass" and c.batch != BIG_BATCH
+                 and c.is_declared and c.dlref and c.bare), None)
+    if cell is None:
+        return None
+    args = [*case_args(cell.case, folder, quick), "--set", f"batch_size={cell.batch}"]
+    validation = max(cell.batch, 1024)  # dlref.training.eval_batch_size
+    try:
+        same = bare_cell(args, cell.backend, epochs, validation)
+    except CellFailed as error:
+        same = {"error": str(error)}
+    return {"cell": cell, "same": same, "validation": validation}
 
 
-def bare_keras(csv_path, validation_batch):
-    """Runs in its own process: the same data, model and batch size, one fit like dlref's.
-
-    The only callback times epochs (it has no batch hooks). `validation_batch` 0 validates at
-    Keras' default (the training batch, as a bare script does); dlref validates at 1,024.
-    """
-    import keras
-
-    from dlref import registry
-    from dlref.data import Source
-
-    class EpochTimer(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.started)
-
-    module = registry.load("multiclass")
-    config = module.Config(epochs=EPOCHS, early_stopping_patience=0)
-    keras.utils.set_random_seed(config.seed)
-    data = module.load_data(config, Source(data=str(csv_path), target="label"))
-    model = module.build_model(config, data)
-    timer = EpochTimer()
-    model.fit(*data.train, validation_data=data.val, epochs=EPOCHS, batch_size=config.batch_size,
-              validation_batch_size=validation_batch or None, callbacks=[timer], verbose=0)
-    flops = sum(2 * w.shape[0] * w.shape[1] for w in model.weights if len(w.shape) == 2)
-    print(json.dumps({"seconds": timer.seconds, "forward_flops_per_sample": flops}))
-
-
-def bare_epochs(csv_path, validation_batch):
-    result = subprocess.run(
-        [sys.executable, __file__, "--bare", str(csv_path), "--validation-batch",
-         str(validation_batch)], check=True, env=ENV, capture_output=True, text=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def matmul_peak(size=2048, repeat=20):
-    """float32 GFLOP/s of a square matmul: the ceiling a dense network can approach."""
-    from dlref.backend import import_tensorflow
-
-    tf = import_tensorflow()
-    a = tf.random.normal((size, size))
-    b = tf.random.normal((size, size))
-    tf.matmul(a, b).numpy()
-    start = time.perf_counter()
-    for _ in range(repeat):
-        c = tf.matmul(a, b)
-    c.numpy()
-    return 2 * size**3 * repeat / (time.perf_counter() - start) / 1e9
-
-
-def training(rows):
-    from dlref import registry
-    from dlref.training import eval_batch_size
-
-    config = registry.load("multiclass").Config()
-    dlref_seconds, bare_seconds, same_validation = [], [], []
-    with tempfile.TemporaryDirectory() as folder:
-        csv_path = Path(folder) / "mnist_shaped.csv"
-        make_table(csv_path, rows)
-        for round_ in range(ROUNDS):
-            seconds, train_rows = dlref_epoch_seconds(csv_path, Path(folder) / f"runs{round_}")
-            dlref_seconds += seconds[1:]
-            bare = bare_epochs(csv_path, 0)
-            bare_seconds += bare["seconds"][1:]
-            same_validation += bare_epochs(csv_path, eval_batch_size(config))["seconds"][1:]
-    dlref_epoch = statistics.median(dlref_seconds)
-    bare_epoch = statistics.median(bare_seconds)
-    same_epoch = statistics.median(same_validation)
-    samples_per_second = train_rows / dlref_epoch
-    # Training costs about three forward passes: forward, and two matmuls backward.
-    gflops = 3 * bare["forward_flops_per_sample"] * samples_per_second / 1e9
-    return {"rows": rows, "train_rows": train_rows, "dlref_epoch": dlref_epoch,
-            "bare_epoch": bare_epoch, "ratio": dlref_epoch / bare_epoch,
-            "same_epoch": same_epoch, "callbacks_ratio": dlref_epoch / same_epoch,
-            "epochs": len(dlref_seconds), "samples_per_second": samples_per_second,
-            "gflops": gflops}
-
-
-def recipe_throughput(recipe, *options, epochs=6):
-    """Training samples/s of `dlref train RECIPE [OPTIONS]` on built-in data (median epoch
-    after the first, which traces the graph), every callback on."""
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([str(BIN / "dlref"), "train", recipe, *options, "--epochs", str(epochs),
-                        "--set", "early_stopping_patience=0", "--runs-dir", folder],
-                       check=True, env=ENV, capture_output=True)
-        manifest = json.loads(next(Path(folder).glob("*/*/run.json")).read_text())  # Presets too.
-    epoch = statistics.median(manifest["timings"]["epoch_seconds"][1:])
-    return manifest["data"]["rows"]["train"] / epoch, epoch
-
-
-def transfer_throughput(images=160, size=224, epochs=6):
-    """Images/s of `dlref train transfer` (mobilenet_v2, random weights: offline) on a generated
-    folder at the base's input size: stage 1 (base frozen) and stage 2 (top fifth fine-tuned),
-    each the median of its epochs after its first (which traces the graph)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as folder:
-        for index in range(images):
-            path = Path(folder, "photos", f"class_{index % 4}", f"{index}.jpg")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
-        feature = epochs // 2
-        subprocess.run([str(BIN / "dlref"), "train", "transfer", "--data",
-                        str(Path(folder, "photos")), "--weights", "none", "--epochs", str(epochs),
-                        "--set", f"feature_epochs={feature}", "--set", "early_stopping_patience=0",
-                        "--set", "scratch_baseline=false", "--runs-dir", folder],
-                       check=True, env=ENV, capture_output=True)
-        manifest = json.loads(next(Path(folder).glob("transfer/*/run.json")).read_text())
-    seconds = manifest["timings"]["epoch_seconds"]
-    rows = manifest["data"]["rows"]["train"]
-    return rows, [rows / statistics.median(part[1:]) for part in (seconds[:feature],
-                                                                  seconds[feature:])]
+def print_overhead(found, rows):
+    cell, same = found["cell"], found["same"]
+    dlref, bare = cell.dlref, cell.bare
+    print(f"| train multiclass, {rows:,} x 784 ({dlref['rows']:,} train rows), batch "
+          f"{cell.batch}, {cell.backend}, s/epoch, dlref, all callbacks | {dlref['epoch']:.2f} s |")
+    print(f"| same model, data and batch, bare Keras `fit` | {bare['epoch']:.2f} s |")
+    print(f"| overhead ratio dlref / bare (goal < {GOAL_RATIO:.2f}) | {cell.ratio:.3f} |")
+    if "error" in same:
+        print(f"| bare Keras with dlref's validation batch | failed: {same['error']} |")
+    else:
+        print(f"| bare Keras with dlref's validation batch ({found['validation']:,}) | "
+              f"{same['epoch']:.2f} s |")
+        print(f"| callbacks alone: dlref / bare at the same validation batch | "
+              f"{dlref['epoch'] / same['epoch']:.3f} |")
 
 
 def dqn_cartpole(target, *settings, seed=0, interval=2500):
     """`dlref train dqn` (CartPole-v1) until the mean of 20 test episodes, run every `interval`
-    steps, reaches `target`, or the 50,000 steps of the book: the first step it reached 195
-    and 475 at, wall time from the command's start, and training steps/s (tests left out)."""
+    steps, reaches `target`, or the 50,000 steps of the book (or its --set steps=N): the first
+    step it reached 195 and 475 at, wall time from the command's start, and training steps/s
+    (tests left out)."""
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         subprocess.run([str(BIN / "dlref"), "train", "dqn", "--seed", str(seed),
@@ -221,12 +634,17 @@ def dqn_cartpole(target, *settings, seed=0, interval=2500):
             "steps_per_second": manifest["timings"]["steps_per_second"]}
 
 
-def _dqn_row(what, found):
-    reached = "; ".join(f"{goal} at step {step:,}" if step else f"{goal} not reached"
-                        for goal, step in found["reached"].items())
-    return (f"| train dqn, CartPole-v1, {what}: mean of 20 test episodes | {reached} "
-            f"({found['steps']:,} steps, {found['minutes']:.1f} min, "
-            f"{found['steps_per_second']:,.0f} steps/s) |")
+def print_dqn(quick):
+    """The book's settings and the best found, to 475 (quick: at most 5,000 steps each)."""
+    cap = ("steps=5000",) if quick else ()
+    for what, settings in (("the book's settings", cap),
+                           ("best found (" + ", ".join(BEST_DQN) + ")", (*BEST_DQN, *cap))):
+        found = dqn_cartpole(475, *[part for setting in settings for part in ("--set", setting)])
+        reached = "; ".join(f"{goal} at step {step:,}" if step else f"{goal} not reached"
+                            for goal, step in found["reached"].items())
+        print(f"| train dqn, CartPole-v1, {what}: mean of 20 test episodes | {reached} "
+              f"({found['steps']:,} steps, {found['minutes']:.1f} min, "
+              f"{found['steps_per_second']:,.0f} steps/s) |")
 
 
 def tuning():
@@ -237,60 +655,68 @@ def tuning():
     return benchmark()
 
 
+def _names(text, known, what):
+    """A comma-separated option as a list, every name checked against `known`."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"Unknown {what}: {', '.join(unknown)}. Known: {', '.join(known)}.")
+    return names
+
+
 def main():
+    if sys.argv[1:2] == ["--bare"]:
+        return bare_keras(bare_parser().parse_args(sys.argv[2:]))
+    if sys.argv[1:2] == ["--peak"]:
+        return matmul_peak(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="6,000 rows instead of 60,000")
-    parser.add_argument("--bare", help=argparse.SUPPRESS)
-    parser.add_argument("--validation-batch", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="6,000-row tables, 2 epochs, a smaller image folder, DQN capped "
+                             "at 5,000 steps")
+    parser.add_argument("--recipes", default="",
+                        help="comma-separated rows of the per-recipe section (default: all)")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)}")
     args = parser.parse_args()
-    if args.bare:
-        return bare_keras(args.bare, args.validation_batch)
-    start = cli_start()
-    train = training(6000 if args.quick else 60000)
-    peak = matmul_peak()
-    print(f"\n## dlref benchmark ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})\n")
-    print("| measure | value |\n|---|---|")
+    all_cases = cases(args.quick)
+    labels = [case.label for case in all_cases]
+    known = labels + sorted({name for case in all_cases for name in (case.name, case.recipe)}
+                            - set(labels))
+    wanted = _names(args.recipes, known, "recipes")
+    backends = _names(args.backends, BACKENDS, "backends")
+    sections = _names(args.sections, SECTIONS, "sections")
+    epochs = 2 if args.quick else EPOCHS
+    rows = table_rows(args.quick)
+    if "overhead" in sections and "recipes" not in sections:
+        sections.append("recipes")  # The overhead rows use the multiclass cells.
+        wanted = wanted and [*wanted, "multiclass"]
+    with tempfile.TemporaryDirectory(prefix="dlref-bench-") as folder:
+        start = cli_start() if "start" in sections else {}
+        cells = peaks = infos = found = None
+        if "recipes" in sections:
+            selected = [case for case in all_cases if case.selected(wanted)]
+            cells, peaks, infos = recipe_section(selected, backends, epochs, args.quick, folder)
+        if "overhead" in sections:
+            found = overhead(cells, folder, epochs, args.quick)
+    print(f"\n## dlref benchmark ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+          f"{', quick run' if args.quick else ''})\n")
+    if cells is not None:
+        print_recipe_table(cells, peaks, infos, epochs)
+    print("\n| measure | value |\n|---|---|")
     for command, seconds in start.items():
         print(f"| start: `{command}` | {seconds:.2f} s |")
-    print(f"| train multiclass, {train['rows']:,} x 784 ({train['train_rows']:,} train rows), "
-          f"s/epoch, dlref, all callbacks | {train['dlref_epoch']:.2f} s |")
-    print(f"| same model, data and batch, bare Keras `fit` | {train['bare_epoch']:.2f} s |")
-    print(f"| overhead ratio dlref / bare, median of {train['epochs']} epochs each "
-          f"(goal < 1.10) | {train['ratio']:.3f} |")
-    print(f"| bare Keras with dlref's validation batch (1,024) | {train['same_epoch']:.2f} s |")
-    print(f"| callbacks alone: dlref / bare at the same validation batch | "
-          f"{train['callbacks_ratio']:.3f} |")
-    print(f"| throughput | {train['samples_per_second']:,.0f} samples/s |")
-    print(f"| achieved / matmul peak | {train['gflops']:.1f} / {peak:.1f} GFLOP/s "
-          f"({100 * train['gflops'] / peak:.0f} %) |")
-    samples, epoch = recipe_throughput("timeseries")
-    print(f"| train timeseries, built-in CO2 (361 windows of 10), s/epoch; samples/s | "
-          f"{epoch:.2f} s; {samples:,.0f} samples/s |")
-    for model in ("cnn", "lstm"):
-        samples, epoch = recipe_throughput("text", "--set", f"model={model}", epochs=3)
-        print(f"| train text, {model}, built-in IMDB reviews (17,500 train, 400 words), "
-              f"s/epoch; samples/s | {epoch:.1f} s; {samples:,.0f} samples/s |")
-    samples, epoch = recipe_throughput("seq2seq", epochs=4)
-    print(f"| train seq2seq, built-in numbers (800 train pairs, LSTM(256) x2), s/epoch; "
-          f"samples/s | {epoch:.1f} s; {samples:,.0f} samples/s |")
-    for name, what in (("cnn", "the book's CIFAR-10 network"),
-                       ("cnn-augmented", "with augmentation layers")):
-        samples, epoch = recipe_throughput(name, epochs=4)
-        print(f"| train {name}, built-in digits (3,500 train, 28x28), {what}, s/epoch; "
-              f"images/s | {epoch:.1f} s; {samples:,.0f} images/s |")
-    rows, (frozen, tuned) = transfer_throughput()
-    print(f"| train transfer, mobilenet_v2 at 224x224 ({rows} train images), images/s: base "
-          f"frozen; top fifth fine-tuned | {frozen:,.0f}; {tuned:,.0f} images/s |")
-    samples, epoch = recipe_throughput("gan", epochs=3)
-    print(f"| train gan, built-in digits (3,500 train), DCGAN, s/epoch; images/s | "
-          f"{epoch:.1f} s; {samples:,.0f} images/s |")
-    print(_dqn_row("the book's settings", dqn_cartpole(475)))
-    print(_dqn_row("best found (" + ", ".join(BEST_DQN) + ")",
-                   dqn_cartpole(475, *[part for setting in BEST_DQN
-                                       for part in ("--set", setting)])))
-    tune = tuning()
-    for name, value in (tune or {}).items():
-        print(f"| tune: {name} | {value} |")
+    if found:
+        print_overhead(found, rows)
+    elif "overhead" in sections:
+        print("| train multiclass, dlref / bare | not measured: it needs multiclass on its "
+              "declared backend at the book's batch |")
+    sys.stdout.flush()
+    if "dqn" in sections:
+        print_dqn(args.quick)
+    if "tune" in sections:
+        for name, value in (tuning() or {}).items():
+            print(f"| tune: {name} | {value} |")
 
 
 if __name__ == "__main__":
