@@ -127,6 +127,18 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
 
 
+class NanStop(keras.callbacks.TerminateOnNaN):
+    """TerminateOnNaN, run beside the computation on JAX (Keras' async batch hooks).
+
+    Keras calls batch hooks on the training thread, waiting for each batch's loss, unless every
+    callback's hooks are default or async-safe: TerminateOnNaN alone took dlref's multiclass
+    network on JAX from 17.4k to 13.5k samples/s here. Run in a thread, its error surfaces a few
+    batches later, and at the latest when the epoch ends, before the epoch-end callbacks save.
+    """
+
+    async_safe = True
+
+
 class GracefulInterrupt(keras.callbacks.Callback):
     """Stops training at the end of the epoch in which Ctrl-C or SIGTERM arrived.
 
@@ -180,7 +192,7 @@ def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=Fals
         # does not cover, which HistoryCsv drops on resume, never a backup without its row.
         HistoryCsv(run_dir / "history.csv"),
         AtomicBackup(str(run_dir / "checkpoints" / "backup")),
-        keras.callbacks.TerminateOnNaN(raise_error=True),
+        NanStop(raise_error=True),
     ]
     if early_stopping_patience > 0:
         stage = [row for row in history if row["epoch"] >= stage_start]

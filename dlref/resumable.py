@@ -84,6 +84,10 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
     def on_train_begin(self, logs=None):
         pass  # Restored before fit, by restore_backup.
 
+    # Saved at epoch ends only; a batch hook, even one that does nothing, makes Keras call the
+    # callbacks in step with every batch on JAX instead of beside the computation.
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
+
     def _save_model(self):
         backup_dir = Path(self.backup_dir)
         name = f"epoch-{self._current_epoch:05d}.weights.h5"
