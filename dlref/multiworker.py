@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 from dlref.errors import DlrefError
 
-JOIN_SECONDS = 300  # How long a process waits for the whole cluster to start (DLREF_JOIN_TIMEOUT).
 COLLECTIVE_SECONDS = 600  # Longest wait in one all-reduce: a lost peer fails the run, no hang.
 EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]}, '
            '"task": {"type": "worker", "index": 0}}\'')
@@ -97,9 +96,13 @@ def _task(task, cluster):
 
 def strategy():
     """The process' MultiWorkerMirroredStrategy, created on the first call, which waits until
-    every process of the cluster has started (DLREF_JOIN_TIMEOUT seconds at most).
+    every process of the cluster has started.
 
-    TensorFlow needs it created before the process runs any other TensorFlow operation.
+    That wait has no bound: TensorFlow 2.21's start-up barrier ignores its timeout while a peer's
+    server does not exist yet, and holds the GIL, so no Python timer can end it (measured here);
+    Ctrl-C does not either, kill does. Once all have joined, COLLECTIVE_SECONDS and MWMS's health
+    checks end a run whose peer is lost. TensorFlow needs the strategy created before the process
+    runs any other TensorFlow operation.
     """
     global _STRATEGY
     if _STRATEGY is not None:
@@ -107,40 +110,16 @@ def strategy():
     from dlref.backend import import_tensorflow
 
     tf = import_tensorflow()
-    from tensorflow.python.distribute import collective_all_reduce_strategy
-
-    join = _join_seconds()
-    # MWMS's own barrier waits forever unless this (a class setting, read when it starts) is set.
-    collective_all_reduce_strategy.CollectiveAllReduceExtended._check_health_initial_timeout = join
     patch_keras()
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=COLLECTIVE_SECONDS,
         implementation=tf.distribute.experimental.CommunicationImplementation.RING)
     try:
         _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    except RuntimeError as error:
-        if "Timeout waiting for the cluster" not in str(error):
-            raise
-        raise DlrefError(f"Not every process of TF_CONFIG's cluster started within {join} s. "
-                         "Run the same dlref command, with each machine's own TF_CONFIG, on "
-                         "every machine the cluster lists (DLREF_JOIN_TIMEOUT sets the wait)."
-                         ) from None
     except (tf.errors.OpError, ValueError) as error:  # A port in use, a host that is not this.
         raise DlrefError(f"Cannot start this process' multi-worker server: {error}. Check "
                          "that TF_CONFIG lists this machine's address and a free port.") from None
     return _STRATEGY
-
-
-def _join_seconds():
-    value = os.environ.get("DLREF_JOIN_TIMEOUT", str(JOIN_SECONDS))
-    try:
-        seconds = int(value)
-    except ValueError:
-        seconds = 0
-    if seconds <= 0:
-        raise DlrefError(f"DLREF_JOIN_TIMEOUT must be a whole number of seconds above 0, got "
-                         f"{value!r}.")
-    return seconds
 
 
 def lost_peer(error):
