@@ -103,16 +103,37 @@ def import_tensorflow():
     return tensorflow
 
 
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+
+
+def for_strategy(strategy):
+    """Picks TensorFlow for a tf.distribute --strategy (mirrored, multi-worker), before Keras is
+    imported: those strategies are TensorFlow's engine (dlref.multiworker says why not JAX's).
+    An explicit --backend jax is refused; a KERAS_BACKEND or a recipe default of jax gives way."""
+    if strategy not in ("mirrored", "multi-worker"):
+        return
+    if REQUESTED == "jax":
+        raise DlrefError(f"--strategy {strategy} trains with TensorFlow's tf.distribute, so it "
+                         "cannot run on --backend jax: leave out --backend, or give --backend "
+                         "tensorflow.")
+    if os.environ.get("KERAS_BACKEND") == "jax":
+        print(f"Note: KERAS_BACKEND is jax, but --strategy {strategy} runs on TensorFlow; using "
+              "tensorflow.", file=sys.stderr, flush=True)
+    request("tensorflow")
 
 
 def distribution_strategy(name):
     """The tf.distribute strategy whose scope the model is built in (--strategy).
 
     `mirrored` replicates the model on every local GPU (or the CPU when there is none) and
-    splits each batch between them; `default` is TensorFlow's single-device strategy.
+    splits each batch between them; `multi-worker` does the same across the processes that
+    TF_CONFIG lists (dlref.multiworker); `default` is TensorFlow's single-device strategy.
     """
     tensorflow = import_tensorflow()
+    if name == "multi-worker":
+        from dlref import multiworker
+
+        return multiworker.strategy()
     if name == "mirrored":
         if current() == "jax":
             raise DlrefError("--strategy mirrored is TensorFlow's: use it with --backend "

@@ -28,17 +28,23 @@ class RocAuc(keras.callbacks.Callback):
     Args:
         x_val, y_val: the validation split (labels as 0/1 or class indices).
         batch_size: prediction batch size.
+        local: call the model directly instead of predict_on_batch. Under a multi-worker
+            strategy predict_on_batch gathers every worker's outputs (twice the rows with two
+            workers); each worker holds the same weights, so its own forward pass gives the
+            same score everywhere without any exchange.
     """
 
-    def __init__(self, x_val, y_val, batch_size=1024):
+    def __init__(self, x_val, y_val, batch_size=1024, local=False):
         super().__init__()
-        self.x_val, self.y_val, self.batch_size = x_val, y_val, batch_size
+        self.x_val, self.y_val, self.batch_size, self.local = x_val, y_val, batch_size, local
 
     def on_epoch_end(self, epoch, logs=None):
         # predict_on_batch per chunk: model.predict costs ~0.1 s of set-up on every call, more
         # than the whole forward pass on a small validation set.
+        predict = ((lambda x: self.model(x, training=False)) if self.local
+                   else self.model.predict_on_batch)
         scores = np.concatenate([
-            np.asarray(self.model.predict_on_batch(self.x_val[start:start + self.batch_size]))
+            np.asarray(predict(self.x_val[start:start + self.batch_size]))
             for start in range(0, len(self.x_val), self.batch_size)
         ])
         if logs is not None:
@@ -158,7 +164,7 @@ class GracefulInterrupt(keras.callbacks.Callback):
 
 def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=False, history=(),
                    early_stopping_patience=0, histograms=True, seed=None, leading=(),
-                   stage_start=0):
+                   stage_start=0, multi_worker=False):
     """The callbacks for one fit, in the order DESIGN.md section 6 gives.
 
     Args:
@@ -177,11 +183,12 @@ def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=Fals
             sample quality) can be logged and monitored.
         stage_start: the first epoch of the current stage (transfer learning): early stopping
             counts from there.
+        multi_worker: training under a multi-worker strategy (RocAuc predicts locally).
     """
     run_dir = Path(run_dir)
     best_so_far = best_value(history, monitor, mode)
     callbacks = [EpochSeeds(seed)] if seed is not None else []
-    callbacks += [RocAuc(*validation)] if roc_auc else []
+    callbacks += [RocAuc(*validation, local=multi_worker)] if roc_auc else []
     callbacks += list(leading)
     callbacks += [
         EpochTensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=int(histograms),

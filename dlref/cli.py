@@ -214,7 +214,8 @@ def train(
     runs_dir: str | None = RunsDir,
     resume: str | None = typer.Option(None, "--resume", help="Continue an interrupted run."),
     strategy: str = typer.Option("default", "--strategy",
-                                 help="default, or mirrored (every local GPU, batch split)."),
+                                 help="default; mirrored (every local GPU, batch split); "
+                                 "multi-worker (the processes TF_CONFIG lists; see README)."),
     backend_name: str | None = Backend,
 ):
     """Train a recipe into a new run folder (or --resume an interrupted one).
@@ -267,6 +268,8 @@ def train(
                                  epochs=epochs, seed=seed, run_name=run_name, runs_dir=runs_dir,
                                  strategy=strategy, argv=sys.argv,
                                  shortcuts=_shortcuts(base, weights, runs_dir, env, steps))
+    if run_dir is None:
+        return  # A multi-worker run's worker: the chief writes the run folder.
     if runs.read_manifest(run_dir)["status"] != "completed":
         raise typer.Exit(130)
 

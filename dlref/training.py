@@ -120,23 +120,56 @@ def train(name, *, source=Source(), config_file=None, overrides=(), epochs=None,
         runs.validate_name(run_name)
     if strategy not in STRATEGIES:
         raise DlrefError(f"Unknown --strategy {strategy!r}. Known: {', '.join(STRATEGIES)}.")
+    cluster = None
+    if strategy == "multi-worker":
+        from dlref import multiworker
+
+        cluster = multiworker.read_cluster()  # A bad TF_CONFIG fails before anything starts.
+    backend.for_strategy(strategy)
     module = registry.load(recipe)
+    if cluster:
+        # Before any other TensorFlow operation (TensorFlow's rule), and before a run folder
+        # exists: it waits for every process of the cluster to start.
+        multiworker.strategy()
+        print(f"Multi-worker training: this process is {cluster.describe()}.", flush=True)
     config = module.Config(**values)
     if hasattr(module, "check_config"):
         module.check_config(config)  # Bad settings fail here, before a run folder exists.
     data = seeded_load(module, config, source)  # Bad data fails here, before a run folder exists.
     show_data(data)
+    fields = dict(preset=preset, config=values, source=source.to_dict(), seed=config.seed,
+                  versions=versions(), data=describe_data(data), monitor=module.MONITOR,
+                  mode=module.MODE, epochs_completed=0, strategy=strategy,
+                  backend=backend.current())
+    if cluster:
+        fields.update(workers=cluster.workers, role="chief" if cluster.chief else "worker")
+    if cluster and not cluster.chief:
+        return _train_worker(module, config, data, recipe, argv, fields)
     run_dir = runs.create_run(root, recipe, run_name)
     with runs.locked(run_dir):
-        runs.new_manifest(
-            run_dir, "train", recipe, argv, preset=preset, config=values,
-            source=source.to_dict(), seed=config.seed, versions=versions(),
-            data=describe_data(data), monitor=module.MONITOR, mode=module.MODE,
-            epochs_completed=0, strategy=strategy, backend=backend.current(),
-        )
+        runs.new_manifest(run_dir, "train", recipe, argv, **fields)
         io.write_text(run_dir / "config.toml",
                       configlib.to_toml(recipe, values, data=source.to_dict()))
         return _run(module, config, data, run_dir)
+
+
+def _train_worker(module, config, data, recipe, argv, fields):
+    """A multi-worker run's non-chief process: trains in step with the chief, its callbacks
+    writing into a scratch folder that is deleted at the end (the chief writes the run folder).
+    Returns None; a failed or interrupted worker raises DlrefError."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dlref-worker-") as scratch:
+        run_dir = runs.create_run(scratch, recipe)
+        runs.new_manifest(run_dir, "train", recipe, argv, **fields)
+        _run(module, config, data, run_dir)
+        manifest = runs.read_manifest(run_dir)
+    if manifest["status"] != "completed":
+        raise DlrefError(f"This worker stopped after {manifest['epochs_completed']} epochs: "
+                         f"{manifest.get('error')}")
+    print(f"\nThis worker trained {manifest['epochs_completed']} epochs; the chief writes the run "
+          "folder.", flush=True)
+    return None
 
 
 def resume(ref, *, runs_dir=None, epochs=None, name=None, steps=None):
@@ -167,6 +200,11 @@ def resume(ref, *, runs_dir=None, epochs=None, name=None, steps=None):
         if steps is not None:
             raise DlrefError(f"--steps goes with the dqn recipe; {run_dir.name} is a "
                              f"{manifest['recipe']} run (--epochs sets its new total).")
+        multi_worker = manifest.get("strategy") == "multi-worker"
+        if multi_worker:
+            from dlref import multiworker
+
+            multiworker.check_resume(run_dir)
         module = registry.load(manifest["recipe"], manifest.get("backend"))
         done = _check_new_total(run_dir, manifest, epochs)
         defaults = configlib.field_defaults(module.Config)
@@ -181,7 +219,9 @@ def resume(ref, *, runs_dir=None, epochs=None, name=None, steps=None):
             f"The data changed since {run_dir.name} started, or an earlier version of dlref "
             "prepared it: start a new run instead of resuming."))
         io.remove_temporaries(run_dir)
-        runs.mark_running(run_dir, config=values)
+        # A multi-worker run goes on in this one process, with the same global batch size.
+        alone = {"strategy": "default", "resumed_alone": True} if multi_worker else {}
+        runs.mark_running(run_dir, config=values, **alone)
         where = ("training is over; evaluating and saving" if manifest.get("fit_done")
                  else f"after epoch {done} of {config.epochs}")
         print(f"Resuming {run_dir} {where}.", flush=True)
@@ -255,6 +295,13 @@ def _run(module, config, data, run_dir):
                                     last_saved=True)
             else:
                 model = saved.load_model(run_dir / "checkpoints" / "last.keras")
+            manifest = runs.read_manifest(run_dir)
+            if manifest.get("role") == "worker":
+                runs.update_manifest(run_dir, status="completed")
+                return run_dir
+            if manifest.get("strategy") == "multi-worker":
+                # Without the strategy: evaluating, plotting and saving then need no workers.
+                model = saved.load_model(run_dir / "checkpoints" / "last.keras")
             requests.phase = "finish"  # Also when the fit was done before a resume.
             saved.finish(module, config, data, model, run_dir)
             io.remove_temporaries(run_dir)
@@ -268,6 +315,9 @@ def _run(module, config, data, run_dir):
             raise
         except Exception as error:
             _stopped(run_dir, "failed", f"{type(error).__name__}: {error}")
+            lost = _lost_peer(run_dir, error)
+            if lost:
+                raise lost from None
             if isinstance(error, RuntimeError) and "NaN or Inf loss" in str(error):
                 raise DlrefError(  # TerminateOnNaN's error.
                     f"Training diverged (loss became NaN): {error}. Lower learning_rate "
@@ -275,6 +325,15 @@ def _run(module, config, data, run_dir):
                 ) from None
             raise
     return run_dir
+
+
+def _lost_peer(run_dir, error):
+    """For a multi-worker run, a DlrefError when `error` is a lost peer; else None."""
+    if runs.read_manifest(run_dir).get("strategy") != "multi-worker":
+        return None
+    from dlref import multiworker
+
+    return multiworker.lost_peer(error)
 
 
 def _stop_now(run_dir, requests):
@@ -313,7 +372,8 @@ def _fit(module, config, data, run_dir, requests):
         model = module.build_model(config, data)
         if len(planned) > 1:
             model = module.enter_stage(model, config, data, current)
-    with warnings.catch_warnings():
+    # In the scope: restoring builds the optimizer's variables, which a strategy must own.
+    with warnings.catch_warnings(), scope():
         # A backup written in the last epoch of a stage holds that stage's optimizer state,
         # which the next stage (another optimizer) starts without: Keras warns, nothing is lost.
         warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
@@ -399,6 +459,7 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
         run_dir, module.MONITOR, module.MODE, data.val, roc_auc=uses_roc_auc(module),
         history=history, early_stopping_patience=getattr(config, "early_stopping_patience", 0),
         seed=config.seed, requests=requests, leading=leading, stage_start=stage_start,
+        multi_worker=runs.read_manifest(run_dir).get("strategy") == "multi-worker",
     )
     # A recipe's own callbacks (seq2seq's sample translations, a stateful LSTM's state reset),
     # after the epoch's line.
@@ -495,7 +556,7 @@ def _stopped(run_dir, status, reason, last_saved=False):
     history = read_history(run_dir / "history.csv")
     manifest = runs.update_manifest(run_dir, status=status, error=reason,
                                     epochs_completed=len(history))
-    if status == "interrupted":
+    if status == "interrupted" and manifest.get("role") != "worker":  # Workers keep nothing.
         best = best_row(history, manifest["monitor"], manifest["mode"])
         saved = _saved(run_dir, manifest, history, best, last_saved)
         print(f"\nRun interrupted ({reason}). {saved}\nResume with:  dlref train --resume "
