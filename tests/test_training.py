@@ -5,8 +5,7 @@ import tomllib
 import pytest
 
 import helpers
-from dlref import resumable
-from dlref import registry
+from dlref import backend, registry, resumable
 
 # The DQN trains in its own process, counts steps, not epochs, and has its own tests
 # (test_dqn.py).
@@ -75,6 +74,8 @@ QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16"],
 def test_recipe_trains_on_its_builtin_data(recipe, runs_root):
     # No --data: the offline built-in default (wine, breast cancer, digits) is what a new
     # user's first command trains on.
+    if backend.current() not in registry.info(recipe).get("backends", backend.BACKENDS):
+        pytest.skip(f"{recipe} cannot run on {backend.current()}, this process's backend")
     result = helpers.invoke("train", recipe, "--epochs", 1, *QUICK.get(recipe, []))
     helpers.assert_ok(result)
     run_dir = helpers.only_run(runs_root, recipe)
