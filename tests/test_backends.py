@@ -90,6 +90,17 @@ def test_bad_backend_options_are_refused(args, words):
     helpers.assert_user_error(helpers.invoke(*args), *words)
 
 
+def test_a_stateful_lstm_is_refused_on_jax(tmp_path):
+    # Keras' stateful LSTMs carry no state from batch to batch on JAX: refused, not run wrong.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DLREF_RUNS_DIR": str(tmp_path / "runs")}
+    process = subprocess.run([sys.executable, "-m", "dlref.cli", "train", "timeseries",
+                              "--backend", "jax", "--set", "stateful=true"], cwd=tmp_path,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 2 and "Traceback" not in process.stderr, process.stderr
+    assert "stateful=true needs --backend tensorflow" in process.stderr + process.stdout
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_process_with_keras_loaded_refuses_another_backend(regression_csv):
     # This test process imported Keras (conftest), as a notebook may have.
     loaded = backend.current()

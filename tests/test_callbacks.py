@@ -134,7 +134,7 @@ def test_make_callbacks_order(tmp_path):
                               early_stopping_patience=3, seed=1)
     kinds = [type(c).__name__ for c in found]
     assert kinds == ["EpochSeeds", "RocAuc", "EpochTensorBoard", "AtomicCheckpoint",
-                     "AtomicCheckpoint", "HistoryCsv", "AtomicBackup", "TerminateOnNaN",
+                     "AtomicCheckpoint", "HistoryCsv", "AtomicBackup", "NanStop",
                      "ResumableEarlyStopping", "GracefulInterrupt"]
     assert found[7].raise_error is True
     assert found[8].monitor == "val_roc_auc" and found[8].patience == 3

@@ -80,6 +80,10 @@ def check_config(config):
         raise DlrefError("window must be at least 1 and season at least 0.")
     common.check_fractions(config)
     common.check_training(config)
+    if config.stateful and keras.backend.backend() == "jax":
+        raise DlrefError("stateful=true needs --backend tensorflow: on JAX, Keras' stateful "
+                         "LSTMs carry no state from one batch to the next (their states were "
+                         "still zero after training, checked with Keras 3.15).")
 
 
 # --- Data ------------------------------------------------------------------------------------

@@ -186,6 +186,8 @@ def budget_text(settings, plan):
 def prepare(module, values, source, search):
     """(config, data, settings, plan, hp, space) or a DlrefError; no run folder yet."""
     config = module.Config(**values)
+    if hasattr(module, "check_config"):
+        module.check_config(config)  # Bad settings fail here, as in training.
     data = seeded_load(module, config, source)  # Bad data fails here.
     settings = settings_for(search, module, config, data)
     hp, space = describe_space(module, config)
