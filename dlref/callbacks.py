@@ -123,8 +123,8 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
                 and self.log_dir not in self._noted:
             self._noted.add(self.log_dir)
             print(f"Note: on {keras.backend.backend()}, TensorBoard's Graphs tab shows the "
-                  "model's layers only; the op graph of a training step is TensorFlow's "
-                  "(--backend tensorflow).", file=sys.stderr, flush=True)
+                  "model's layers, not the op graph (--backend tensorflow has both).",
+                  file=sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._should_write_train_graph:

@@ -34,7 +34,10 @@ CHAPTER = 11
 SUMMARY = "Character-level LSTM encoder-decoder translation (built-in: numbers EN -> FR)"
 MONITOR = "val_loss"
 MODE = "min"
-BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says otherwise.
+# Keras backend unless --backend or KERAS_BACKEND says otherwise (README, "Keras backends"):
+# JAX trains the two LSTM(256) 2.1x faster here (1.96 s against 4.08 s an epoch on the
+# built-in pairs), and its first epoch, compile included, costs what TensorFlow's does.
+BACKEND = "jax"
 BASELINES = "trivial = the training split's most frequent target, for every source"
 
 # --- Config ----------------------------------------------------------------------------------
