@@ -27,7 +27,7 @@ SUMMARY = "Deep binary classifier, checkpoint on ROC-AUC (built-in: breast cance
 MONITOR = "val_roc_auc"
 MODE = "max"
 # Keras backends unless --backend or KERAS_BACKEND says otherwise (measured here: README,
-# "Keras backends"): JAX trains this dense network 2-3x faster; a search builds dozens of
+# "Keras backends"): JAX trains this dense network 2-4x faster; a search builds dozens of
 # small models, and JAX's compile per model makes it slower there than TensorFlow.
 BACKEND = "jax"
 TUNE_BACKEND = "tensorflow"
