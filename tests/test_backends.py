@@ -67,6 +67,7 @@ def test_a_dense_recipe_trains_on_jax_and_is_tuned_on_tensorflow(tmp_path, regre
     assert registry.default_backend("cnn", "tune") == registry.default_backend("cnn")
 
 
+@pytest.mark.slow  # make test-jax repeats the seeded-resume and seeded-run tests on JAX.
 def test_the_same_seed_gives_the_same_epochs_on_jax(tmp_path, regression_csv):
     for name in ("first", "second"):
         _dlref(tmp_path, "train", "regression", "--data", regression_csv, "--target", "y",
