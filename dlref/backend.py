@@ -134,9 +134,6 @@ def distribution_strategy(name):
         from dlref import multiworker
 
         return multiworker.strategy()
-    if name == "mirrored":
-        if current() == "jax":
-            raise DlrefError("--strategy mirrored is TensorFlow's: use it with --backend "
-                             "tensorflow.")
+    if name == "mirrored":  # On TensorFlow: for_strategy chose it before Keras loaded.
         return tensorflow.distribute.MirroredStrategy()
     return tensorflow.distribute.get_strategy()

@@ -288,19 +288,19 @@ def _run(module, config, data, run_dir):
 
     with StopRequests(on_second=lambda: _stop_now(run_dir, requests)) as requests:
         try:
+            model = None
             if not runs.read_manifest(run_dir).get("fit_done"):
                 model = _fit(module, config, data, run_dir, requests)
                 if model is None:
                     return _stopped(run_dir, "interrupted", f"stopped by {requests.requested}",
                                     last_saved=True)
-            else:
-                model = saved.load_model(run_dir / "checkpoints" / "last.keras")
             manifest = runs.read_manifest(run_dir)
             if manifest.get("role") == "worker":
                 runs.update_manifest(run_dir, status="completed")
                 return run_dir
-            if manifest.get("strategy") == "multi-worker":
-                # Without the strategy: evaluating, plotting and saving then need no workers.
+            # A fit done before a resume; or a multi-worker fit, whose model is reloaded without
+            # the strategy so that evaluating, plotting and saving need no workers.
+            if model is None or manifest.get("strategy") == "multi-worker":
                 model = saved.load_model(run_dir / "checkpoints" / "last.keras")
             requests.phase = "finish"  # Also when the fit was done before a resume.
             saved.finish(module, config, data, model, run_dir)

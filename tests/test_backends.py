@@ -13,12 +13,12 @@ import helpers
 from dlref import backend, registry
 
 
-def _dlref(tmp_path, *args):
+def _dlref(tmp_path, *args, returncode=0):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DLREF_RUNS_DIR": str(tmp_path / "runs")}
     env.pop("KERAS_BACKEND", None)
     process = subprocess.run([sys.executable, "-m", "dlref.cli", *map(str, args)], cwd=tmp_path,
                              env=env, capture_output=True, text=True, timeout=300)
-    assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-2000:]
+    assert process.returncode == returncode, process.stdout[-2000:] + process.stderr[-2000:]
     return process
 
 
@@ -93,11 +93,9 @@ def test_bad_backend_options_are_refused(args, words):
 
 def test_a_stateful_lstm_is_refused_on_jax(tmp_path):
     # Keras' stateful LSTMs carry no state from batch to batch on JAX: refused, not run wrong.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DLREF_RUNS_DIR": str(tmp_path / "runs")}
-    process = subprocess.run([sys.executable, "-m", "dlref.cli", "train", "timeseries",
-                              "--backend", "jax", "--set", "stateful=true"], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=300)
-    assert process.returncode == 2 and "Traceback" not in process.stderr, process.stderr
+    process = _dlref(tmp_path, "train", "timeseries", "--backend", "jax", "--set",
+                     "stateful=true", returncode=2)
+    assert "Traceback" not in process.stderr, process.stderr
     assert "stateful=true needs --backend tensorflow" in process.stderr + process.stdout
     assert not (tmp_path / "runs").exists()
 

@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 
 
-def benchmark(rows=200, max_epochs=9, workers=2, backend=None):
-    """Returns {figure: value}: trials per minute (1 process; chief + workers) and RSS in MiB.
-
-    backend: --backend for every process (None: the recipe's own).
-    """
+def benchmark(rows=200, max_epochs=9, workers=2):
+    """Returns {figure: value}: trials per minute (1 process; chief + workers) and RSS in MiB."""
     with tempfile.TemporaryDirectory(prefix="dlref-bench-tune-") as folder:
         folder = Path(folder)
         data = _table(folder / "table.csv", rows)
         args = ["tune", "regression", "--data", str(data), "--target", "y",
-                "--max-epochs", str(max_epochs), *(["--backend", backend] if backend else [])]
+                "--max-epochs", str(max_epochs)]
         single = _search(folder / "single", [args])
         oracle = f"127.0.0.1:{_free_port()}"
         cluster = _search(folder / "cluster", [[*args, "--role", "chief", "--oracle", oracle]] + [
