@@ -31,7 +31,7 @@ test-all: $(STAMP)
 # The in-process tests run on TensorFlow (tests/conftest.py); these run again on JAX: the
 # recipes that train on JAX by default, and the machinery every recipe uses (callbacks,
 # resume, tuning, evaluate / predict). CI runs them after `make test`.
-JAX_TESTS := tests/test_training.py tests/test_callbacks.py tests/test_resume.py \
+JAX_TESTS := tests/test_fused.py tests/test_training.py tests/test_callbacks.py tests/test_resume.py \
 	tests/test_predict.py tests/test_tune.py tests/test_backends.py tests/test_timeseries.py \
 	tests/test_seq2seq.py
 test-jax: $(STAMP)

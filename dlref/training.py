@@ -447,6 +447,7 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     """One `fit` from epochs[0] to epochs[1]; returns (EpochLog, epoch early stopping ended it
     at or None)."""
     from dlref.callbacks import EpochLog, StageMark, make_callbacks
+    from dlref.fused import fused_steps, group_size
     from dlref.resumable import ResumableEarlyStopping, best_value, read_history
 
     first, end = epochs
@@ -469,10 +470,12 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     options = fit_options(module, config)
     batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first, end,
                                    shuffle=options["shuffle"])
-    model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
-              shuffle=False,  # epoch_batches shuffles.
-              validation_data=data.val, validation_batch_size=options["validation_batch_size"],
-              callbacks=[*callbacks, epoch_log, *own], verbose=0)
+    with fused_steps(model, group_size(data.train, config.batch_size, steps), steps):
+        model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
+                  shuffle=False,  # epoch_batches shuffles.
+                  validation_data=data.val,
+                  validation_batch_size=options["validation_batch_size"],
+                  callbacks=[*callbacks, epoch_log, *own], verbose=0)
     stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
     return epoch_log, (stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None)
 

@@ -127,6 +127,47 @@ def test_roc_auc_helper_edge_cases():
     assert metrics.roc_auc(y, scores) == pytest.approx(expected)
 
 
+def test_roc_auc_is_sklearns_with_ties_and_missing_classes():
+    rng = np.random.default_rng(5)
+    for rows, classes in [(40, 1), (57, 2), (90, 4), (33, 6)]:
+        y = rng.integers(0, max(classes, 2), rows)
+        scores = np.round(rng.random((rows, classes)), 1)  # Many ties.
+        if classes == 1:
+            expected = roc_auc_score(y, scores[:, 0])
+        else:
+            expected = np.mean([roc_auc_score(y == k, scores[:, k]) for k in range(classes)
+                                if 0 < np.sum(y == k) < rows])
+        assert metrics.roc_auc(y, scores) == pytest.approx(expected, abs=1e-12)
+    assert metrics.roc_auc([1, 2, 2, 1], [0.1, 0.8, 0.7, 0.3]) == 1.0  # The larger label is 1.
+    assert math.isnan(metrics.roc_auc([0, 1, 2], [[0.2, 0.3, 0.5], [np.nan, 0.1, 0.2],
+                                                  [0.1, 0.1, 0.8]]))
+    assert math.isnan(metrics.roc_auc([0, 1], [0.3, np.nan]))
+
+
+def test_weight_histograms_are_tensorboards_buckets(tmp_path):
+    import tensorflow as tf
+    from tensorboard.plugins.histogram.summary_v2 import _buckets
+
+    x, y = _binary_data(40, seed=2)
+    model = _model(x.shape[1])
+    board = cb.EpochTensorBoard(log_dir=str(tmp_path), histogram_freq=1, write_graph=False,
+                                update_freq="epoch", profile_batch=0)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[board])
+    logged = {}
+    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "histograms":
+                    logged[value.tag] = tf.make_ndarray(value.tensor)
+    weights = {f"{w.path}/histogram": w for layer in model.layers for w in layer.weights}
+    assert set(logged) == set(weights)
+    for tag, weight in weights.items():
+        expected = _buckets(tf.constant(keras.ops.convert_to_numpy(weight))).numpy()
+        np.testing.assert_allclose(logged[tag], expected, rtol=1e-9, err_msg=tag)
+    assert cb.histogram_buckets(np.full(4, 2.5))[-1].tolist() == [2.5, 2.5, 4.0]
+    assert cb.histogram_buckets(np.array([np.nan, np.inf])).sum() == 0
+
+
 def test_make_callbacks_order(tmp_path):
     validation = _binary_data(10, seed=0)
     found = cb.make_callbacks(tmp_path, "val_roc_auc", "max", validation, roc_auc=True,

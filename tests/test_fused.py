@@ -1,0 +1,101 @@
+"""Fused training steps (dlref.fused): on JAX, K batches per compiled call train exactly as K
+single steps would. `make test-jax` runs these on JAX; on TensorFlow fusing does nothing."""
+
+import keras
+import numpy as np
+import pytest
+
+from dlref import backend, training
+from dlref.fused import MAX_BYTES, MAX_STEPS, fused_steps, group_size
+
+on_jax = pytest.mark.skipif(backend.current() != "jax",
+                            reason="fused steps are JAX-only (make test-jax runs these)")
+
+
+def _data(rows=250, features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, features)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int64")
+    return x, y
+
+
+def _model():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dropout(0.3),  # Its seeds must travel in the scan.
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _fit(model, train, val, epochs, steps, batch_size=16, first=0):
+    """dlref's way of fitting (batches running on across epochs), with `steps` per call."""
+    batches, per_epoch = training.epoch_batches(train, batch_size, 7, first, epochs)
+    with fused_steps(model, steps, per_epoch):
+        history = model.fit(batches, steps_per_epoch=per_epoch, initial_epoch=first,
+                            epochs=epochs, validation_data=val, verbose=0)
+    return history.history
+
+
+@on_jax
+@pytest.mark.parametrize("steps", [3, 16])
+def test_fused_steps_train_as_single_steps_do(steps):
+    # 250 rows at batch 16: 16 batches an epoch, the last of 10 rows. With 3 per call the
+    # epoch's last group is short (16 = 5 x 3 + 1); with 16 an epoch is one call but its last
+    # batch has another shape.
+    train, val = _data(), _data(80, seed=1)
+    single, fused = _model(), _model()
+    expected = _fit(single, train, val, epochs=3, steps=1)
+    found = _fit(fused, train, val, epochs=3, steps=steps)
+    for key in expected:
+        np.testing.assert_allclose(found[key], expected[key], rtol=1e-5, err_msg=key)
+    for mine, theirs in zip(fused.get_weights(), single.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+@on_jax
+def test_validation_evaluate_and_predict_read_every_row_around_fused_training():
+    train, val = _data(), _data(80, seed=1)
+    model = _model()
+    # Keras keeps the evaluation function it made here (one batch per call); reused under 4
+    # steps per call it would validate on 1 batch in 4.
+    model.evaluate(*val, batch_size=8, verbose=0)
+    history = _fit(model, train, val, epochs=1, steps=4)
+    assert model.steps_per_execution == 1
+    predicted = np.asarray(model.predict(val[0], batch_size=8, verbose=0))
+    assert predicted.shape == (80, 1)
+    manual = float(np.mean(keras.losses.binary_crossentropy(val[1].reshape(-1, 1), predicted)))
+    np.testing.assert_allclose(history["val_loss"][-1], manual, rtol=1e-4)
+    loss = model.evaluate(*val, batch_size=8, verbose=0, return_dict=True)["loss"]
+    np.testing.assert_allclose(loss, manual, rtol=1e-4)
+
+
+@on_jax
+def test_a_resumed_fit_groups_its_epochs_as_an_uninterrupted_one():
+    train, val = _data(), _data(80, seed=1)
+    whole, parts = _model(), _model()
+    _fit(whole, train, val, epochs=2, steps=5)
+    _fit(parts, train, val, epochs=1, steps=5)
+    _fit(parts, train, val, epochs=2, steps=5, first=1)
+    for mine, theirs in zip(parts.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_group_size_caps_steps_and_the_stacked_bytes():
+    rows = np.zeros((1000, 784), "float32"), np.zeros(1000, "int64")
+    assert group_size(rows, 32, steps_per_epoch=1000) == MAX_STEPS
+    assert group_size(rows, 32, steps_per_epoch=5) == 5
+    per_batch = 1024 * (784 * 4 + 8)
+    assert group_size(rows, 1024, steps_per_epoch=1000) == MAX_BYTES // per_batch
+    images = np.zeros((10, 224, 224, 3), "float32"), np.zeros(10)
+    assert group_size(images, 256, steps_per_epoch=100) == 1  # Not fused: too large.
+
+
+def test_fusing_does_nothing_on_tensorflow_or_for_one_step(monkeypatch):
+    model = _model()
+    monkeypatch.setattr(backend, "current", lambda: "tensorflow")
+    with fused_steps(model, 8, 100):
+        assert model.steps_per_execution == 1 and model.train_function is None
+    monkeypatch.setattr(backend, "current", lambda: "jax")
+    with fused_steps(model, 1, 100):
+        assert model.steps_per_execution == 1 and model.train_function is None
