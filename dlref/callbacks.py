@@ -23,7 +23,8 @@ from dlref.resumable import (AtomicBackup, EpochSeeds, HistoryCsv, ResumableEarl
 
 
 class RocAuc(keras.callbacks.Callback):
-    """Writes sklearn's ROC-AUC on the whole validation set into logs['val_roc_auc'] each epoch.
+    """Writes the ROC-AUC on the whole validation set into logs['val_roc_auc'] each epoch
+    (metrics.roc_auc: the area sklearn's roc_auc_score gives).
 
     Args:
         x_val, y_val: the validation split (labels as 0/1 or class indices).

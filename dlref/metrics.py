@@ -13,8 +13,8 @@ def roc_auc(y_true, scores):
     for multiclass scores; NaN where it is undefined (one class) or a score is NaN.
 
     Computed from ranks (the Mann-Whitney U statistic, ties counting one half), which is the
-    area sklearn's `roc_auc_score` gives, to rounding: 2 ms against 49 ms for sklearn on 9,000
-    rows of 10 classes here. RocAuc computes it every epoch.
+    area sklearn's `roc_auc_score` gives, to rounding: 14 ms against 49 ms for sklearn on 9,000
+    rows of 10 classes here (one run each, the same minute). RocAuc computes it every epoch.
     """
     from scipy.stats import rankdata
 

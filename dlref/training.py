@@ -470,7 +470,9 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     options = fit_options(module, config)
     batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first, end,
                                    shuffle=options["shuffle"])
-    with fused_steps(model, group_size(data.train, config.batch_size, steps), steps):
+    fused = group_size(data.train, config.batch_size, steps) if getattr(
+        module, "FUSED_STEPS", False) else 1
+    with fused_steps(model, fused, steps):
         model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
                   shuffle=False,  # epoch_batches shuffles.
                   validation_data=data.val,
