@@ -401,6 +401,32 @@ def test_epoch_seeds_make_dropout_masks_repeat():
     assert not np.array_equal(masks[0], masks[1])
 
 
+def test_epoch_seeds_reseed_python_numpy_and_keras_random():
+    import random
+
+    seeds = cb.EpochSeeds(3)
+    seeds.set_model(_model(3))
+    drawn = []
+    for epoch in (2, 2):
+        seeds.on_epoch_begin(epoch)
+        drawn.append((random.random(), np.random.random(),
+                      float(keras.ops.convert_to_numpy(keras.random.uniform(())))))
+    assert drawn[0] == drawn[1]
+
+
+def test_epoch_seeds_leave_tensorflows_seed_and_kernel_cache_alone(monkeypatch):
+    # tf.random.set_seed (in keras.utils.set_random_seed) clears TensorFlow's kernel cache, so
+    # every tf.function was set up again at its next call: 0.5 s an epoch for timeseries.
+    import tensorflow as tf
+
+    called = []
+    monkeypatch.setattr(tf.random, "set_seed", called.append)
+    seeds = cb.EpochSeeds(3)
+    seeds.set_model(_model(3))
+    seeds.on_epoch_begin(1)
+    assert called == []
+
+
 def test_read_history_of_a_missing_file_is_empty(tmp_path):
     assert resumable.read_history(tmp_path / "none.csv") == []
 
