@@ -33,7 +33,7 @@ def _fit(model, train, val, epochs, steps, batch_size=16, first=0):
     batches, per_epoch = training.epoch_batches(train, batch_size, 7, first, epochs)
     with fused_steps(model, steps, per_epoch):
         history = model.fit(batches, steps_per_epoch=per_epoch, initial_epoch=first,
-                            epochs=epochs, validation_data=val, verbose=0)
+                            epochs=epochs, validation_data=val, shuffle=False, verbose=0)
     return history.history
 
 
