@@ -20,12 +20,12 @@ def roc_auc(y_true, scores):
 
     y_true = np.asarray(y_true).astype(int).ravel()
     scores = np.asarray(scores, dtype="float64")
+    if np.isnan(scores).any():
+        return math.nan
     if scores.ndim == 1 or scores.shape[1] == 1:
         labels = np.unique(y_true)  # The larger of two labels is the positive one.
         return _auc(y_true == labels[-1], rankdata(scores.reshape(-1))) \
             if len(labels) == 2 else math.nan
-    if np.isnan(scores).any():
-        return math.nan
     ranks = rankdata(scores, axis=0)
     per_class = [_auc(y_true == k, ranks[:, k]) for k in range(scores.shape[1])
                  if 0 < np.sum(y_true == k) < len(y_true)]
@@ -34,8 +34,6 @@ def roc_auc(y_true, scores):
 
 def _auc(positive, ranks):
     """The probability that a positive row outranks a negative one (ties: one half)."""
-    if np.isnan(ranks).any():
-        return math.nan
     count = int(positive.sum())
     others = len(positive) - count
     return float((ranks[positive].sum() - count * (count + 1) / 2) / (count * others))
