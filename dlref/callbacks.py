@@ -7,6 +7,7 @@ BackupAndRestore and CSVLogger write in place, so a kill mid-save truncates the 
 versions here write a temporary file and rename it.
 """
 
+import contextlib
 import math
 import sys
 import time
@@ -19,7 +20,7 @@ from dlref import io
 from dlref.errors import DlrefError
 from dlref.metrics import roc_auc
 from dlref.resumable import (AtomicBackup, EpochSeeds, HistoryCsv, ResumableEarlyStopping,
-                             best_value)
+                             WritePace, best_value, holding, snapshot, state_variables)
 
 
 class RocAuc(keras.callbacks.Callback):
@@ -59,30 +60,37 @@ class AtomicCheckpoint(keras.callbacks.Callback):
     Ctrl-C): the per-epoch backup already covers a kill, and a second full save each epoch cost
     another 0.07 s per epoch for the 784-512-256-128-10 MLP.
 
+    With a WritePace, a best epoch that falls between two rounds of writes is kept in memory
+    (every variable of the model and its optimizers) and written at the next round, when
+    training stops, or when fit raises (`write_pending`).
+
     Args:
         path: the `.keras` file.
         monitor: None writes the last checkpoint; a logs key writes the best.
         mode: 'min' or 'max'.
         initial_value_threshold: the best score of earlier runs of this training (resume),
             which a new epoch must beat before it replaces the best checkpoint.
+        pace: a resumable.WritePace shared with the backup; None writes every best epoch.
     """
 
-    def __init__(self, path, monitor=None, mode="min", initial_value_threshold=None):
+    def __init__(self, path, monitor=None, mode="min", initial_value_threshold=None, pace=None):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.path, self.monitor, self.mode = Path(path), monitor, mode
-        self.initial_value_threshold = initial_value_threshold
+        self.initial_value_threshold, self.pace = initial_value_threshold, pace
+        self.pending, self._state = None, None
 
     def on_train_begin(self, logs=None):
         worst = math.inf if self.mode == "min" else -math.inf
         initial = self.initial_value_threshold
         self.best = worst if initial is None or math.isnan(initial) else initial
-        self.best_epoch = None
+        self.best_epoch, self.pending = None, None
 
     def on_train_end(self, logs=None):
         if self.monitor is None:
             io.save_model(self.model, self.path)
+        self.write_pending()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor is None:
@@ -93,9 +101,32 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 f"Metric {self.monitor!r} is not produced by this model. "
                 f"Available: {', '.join(sorted(logs or {}))}."
             )
-        if improved(float(value), self.best, self.mode):
+        better = improved(float(value), self.best, self.mode)
+        if better:
             self.best, self.best_epoch = float(value), epoch
+        if self.pace is not None and not self.pace.writes(epoch):
+            if better:
+                self.pending = snapshot(self._variables())
+            return
+        if better:
+            self.pending = None
+            with self.pace.timed() if self.pace else contextlib.nullcontext():
+                io.save_model(self.model, self.path)
+        else:
+            self.write_pending()
+
+    def write_pending(self):
+        """Writes the best epoch kept in memory, if any (the model's own state is unchanged)."""
+        if self.pending is None:
+            return
+        values, self.pending = self.pending, None
+        with self.pace.timed(), holding(self._variables(), values):
             io.save_model(self.model, self.path)
+
+    def _variables(self):
+        if self._state is None:  # After the first epoch: the optimizer's variables exist.
+            self._state = state_variables(self.model)
+        return self._state
 
 
 def improved(value, best, mode):
@@ -112,11 +143,23 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     tf.summary once per metric: 0.30 s per 1,313-batch epoch measured here, 5 % of an MNIST
     epoch. Their one real job, writing the train graph after the first batch, moves to the end
     of the first epoch.
+
+    With a WritePace (`pace`), the weight histograms are written at its rounds and for the
+    epoch training stops at, beside the checkpoints; the scalars at every epoch.
     """
 
     on_train_batch_begin = keras.callbacks.Callback.on_train_batch_begin
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
     _noted = set()  # Log folders told that the op graph is TensorFlow's (one note per run).
+
+    def __init__(self, *args, pace=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pace, self._unwritten = pace, None
+
+    def on_train_end(self, logs=None):
+        if self._unwritten is not None:
+            self._write_histograms(self._unwritten)
+        super().on_train_end(logs)
 
     def set_model(self, model):
         super().set_model(model)
@@ -134,14 +177,24 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
 
     def _log_weights(self, epoch):
+        """Keras' hook for the epoch's histograms: written at the pace's rounds; the others
+        wait, and only the last of them is written, when training stops."""
+        if self.pace is not None and not self.pace.writes(epoch):
+            self._unwritten = epoch
+            return
+        self._write_histograms(epoch)
+
+    def _write_histograms(self, epoch):
         """Keras' weight histograms, bucketed by NumPy: TensorBoard's own op one-hot encodes
         every value into 30 float64 columns (96 MB for a 784 x 512 kernel). The multiclass
         network's histograms took 80 ms an epoch that way here. Same buckets, same tags."""
         import tensorflow as tf
         from tensorboard.plugins.histogram import metadata
 
+        self._unwritten = None
         described = metadata.create_summary_metadata(display_name=None, description=None)
-        with self._train_writer.as_default():
+        with self.pace.timed() if self.pace else contextlib.nullcontext(), \
+                self._train_writer.as_default():
             for layer in self.model.layers:
                 for weight in layer.weights:
                     name = weight.path.replace(":", "_")
@@ -199,6 +252,11 @@ class GracefulInterrupt(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+# The part of the training time that the best checkpoint, backup and histograms may take on short
+# epochs (resumable.WritePace): 5 %, so that dlref / bare Keras stays within the 1.10 of issue 11.
+WRITE_SHARE = 0.05
+
+
 def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=False, history=(),
                    early_stopping_patience=0, histograms=True, seed=None, leading=(),
                    stage_start=0, multi_worker=False):
@@ -224,18 +282,21 @@ def make_callbacks(run_dir, monitor, mode, validation, *, requests, roc_auc=Fals
     """
     run_dir = Path(run_dir)
     best_so_far = best_value(history, monitor, mode)
+    # Every worker of a multi-worker run must save at the same epochs: no time-based rounds.
+    pace = WritePace(share=None if multi_worker else WRITE_SHARE)
     callbacks = [EpochSeeds(seed)] if seed is not None else []
     callbacks += [RocAuc(*validation, local=multi_worker)] if roc_auc else []
     callbacks += list(leading)
     callbacks += [
         EpochTensorBoard(log_dir=str(run_dir / "logs"), histogram_freq=int(histograms),
-                         write_graph=True, update_freq="epoch", profile_batch=0),
-        AtomicCheckpoint(run_dir / "checkpoints" / "best.keras", monitor, mode, best_so_far),
+                         write_graph=True, update_freq="epoch", profile_batch=0, pace=pace),
+        AtomicCheckpoint(run_dir / "checkpoints" / "best.keras", monitor, mode, best_so_far,
+                         pace=pace),
         AtomicCheckpoint(run_dir / "checkpoints" / "last.keras"),
         # The history row before the backup: a kill between the two leaves a row the backup
         # does not cover, which HistoryCsv drops on resume, never a backup without its row.
         HistoryCsv(run_dir / "history.csv"),
-        AtomicBackup(str(run_dir / "checkpoints" / "backup")),
+        AtomicBackup(str(run_dir / "checkpoints" / "backup"), pace=pace),
         NanStop(raise_error=True),
     ]
     if early_stopping_patience > 0:

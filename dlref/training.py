@@ -5,6 +5,7 @@ baselines and plots behave the same everywhere. A run's state lives in its folde
 `resume` rebuilds everything from run.json, the backup and history.csv.
 """
 
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -446,7 +447,7 @@ def _stages(module, config):
 def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_start, stage):
     """One `fit` from epochs[0] to epochs[1]; returns (EpochLog, epoch early stopping ended it
     at or None)."""
-    from dlref.callbacks import EpochLog, StageMark, make_callbacks
+    from dlref.callbacks import AtomicCheckpoint, EpochLog, StageMark, make_callbacks
     from dlref.fused import fused_steps, group_size
     from dlref.resumable import ResumableEarlyStopping, best_value, read_history
 
@@ -473,11 +474,20 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     fused = group_size(data.train, config.batch_size, steps) if getattr(
         module, "FUSED_STEPS", False) else 1
     with fused_steps(model, fused, steps):
-        model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
-                  shuffle=False,  # epoch_batches shuffles.
-                  validation_data=data.val,
-                  validation_batch_size=options["validation_batch_size"],
-                  callbacks=[*callbacks, epoch_log, *own], verbose=0)
+        try:
+            model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
+                      shuffle=False,  # epoch_batches shuffles.
+                      validation_data=data.val,
+                      validation_batch_size=options["validation_batch_size"],
+                      callbacks=[*callbacks, epoch_log, *own], verbose=0)
+        except BaseException:
+            # A best epoch kept in memory between two rounds of writes (WritePace) is still the
+            # best one: a NaN or an error later must not lose it. The error is what is reported.
+            with contextlib.suppress(Exception):
+                for callback in callbacks:
+                    if isinstance(callback, AtomicCheckpoint):
+                        callback.write_pending()
+            raise
     stopper = next((c for c in callbacks if isinstance(c, ResumableEarlyStopping)), None)
     return epoch_log, (stopper.stopped_epoch + 1 if stopper and stopper.stopped_epoch else None)
 

@@ -303,6 +303,130 @@ def test_backup_and_history_resume_without_gaps(tmp_path):
     assert files == ["epoch-00004.weights.h5", "epoch-00005.weights.h5", "training_metadata.json"]
 
 
+# --- WritePace: fewer writes on short epochs, nothing lost when training stops --------------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_write_pace_spaces_rounds_by_their_cost():
+    clock = _Clock()
+    pace = resumable.WritePace(share=0.1, clock=clock)
+    assert pace.writes(0) and pace.writes(0)  # The first two epochs write.
+    with pace.timed():
+        clock.now += 5.0  # One-time set-up: not what the rounds after cost.
+    assert pace.writes(1)
+    with pace.timed():
+        clock.now += 0.5  # A round of 0.5 s: the next one 5 s after it ends at the earliest.
+    clock.now += 4.9
+    assert not pace.writes(2)
+    clock.now += 0.2
+    assert not pace.writes(2)  # One answer per epoch, for every writer of it.
+    assert pace.writes(3)
+    with pace.timed():
+        clock.now += 0.1  # Cheaper now: 1 s apart.
+    clock.now += 0.9
+    assert not pace.writes(4)
+    clock.now += 0.1
+    assert pace.writes(5)
+    every = resumable.WritePace(share=None, clock=clock)
+    with every.timed():
+        clock.now += 10.0
+    assert all(every.writes(epoch) for epoch in range(4))
+
+
+class _Rounds(resumable.WritePace):
+    """A WritePace whose rounds are the given epochs."""
+
+    def __init__(self, rounds):
+        super().__init__()
+        self.rounds = set(rounds)
+
+    def writes(self, epoch):
+        return epoch in self.rounds
+
+
+class _Weights(keras.callbacks.Callback):
+    """Every variable's value at each epoch's end (run before the writers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(resumable.snapshot(resumable.state_variables(self.model)))
+
+
+def _assert_checkpoint_holds(path, model, values):
+    loaded = keras.saving.load_model(path)
+    for got, want in zip(resumable.snapshot(resumable.state_variables(loaded)), values,
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(resumable.state_variables(loaded)) == len(resumable.state_variables(model))
+
+
+def test_a_best_epoch_between_rounds_is_written_at_the_next_round(tmp_path):
+    x, y = _binary_data(12, seed=5)
+    path = tmp_path / "best.keras"
+    checkpoint = cb.AtomicCheckpoint(path, "score", "max", pace=_Rounds({0, 3}))
+    weights, seen = _Weights(), _Probe(path)
+    model = _model(3)
+    model.fit(x, y, epochs=5, batch_size=4, verbose=0, callbacks=[
+        _Inject("score", [0.1, 0.9, 0.5, 0.4, 0.3]), weights, checkpoint, seen])
+    assert seen.seen[0] is not None and seen.seen[1] == seen.seen[2] == seen.seen[0]
+    assert seen.seen[3] != seen.seen[0]  # Epoch 1's model, at the round of epoch 3.
+    _assert_checkpoint_holds(path, model, weights.epochs[1])  # Optimizer state included.
+    # Writing it left the model as it was: epoch 4 trained on from epoch 3's weights.
+    assert not np.array_equal(weights.epochs[4][0], weights.epochs[1][0])
+
+
+def test_a_best_last_epoch_between_rounds_is_written_when_training_stops(tmp_path):
+    x, y = _binary_data(12, seed=5)
+    path = tmp_path / "best.keras"
+    weights, model = _Weights(), _model(3)
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[
+        _Inject("score", [0.1, 0.2, 0.3]), weights,
+        cb.AtomicCheckpoint(path, "score", "max", pace=_Rounds({0}))])
+    _assert_checkpoint_holds(path, model, weights.epochs[2])
+    final = resumable.snapshot(resumable.state_variables(model))
+    for got, want in zip(final, weights.epochs[2], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_backup_covers_the_epoch_training_stopped_at(tmp_path):
+    x, y = _binary_data(16, seed=6)
+    backup = tmp_path / "backup"
+    _model(3).fit(x, y, epochs=4, batch_size=8, verbose=0,
+                  callbacks=[cb.AtomicBackup(str(backup), pace=_Rounds({0, 1})),
+                             _StopAfter(2)])
+    assert sorted(p.name for p in backup.iterdir()) == [
+        "epoch-00002.weights.h5", "epoch-00003.weights.h5", "training_metadata.json"]
+    assert resumable.backup_epoch(backup) == 3
+
+
+def test_histograms_at_rounds_and_the_last_epoch(tmp_path):
+    import tensorflow as tf
+
+    x, y = _binary_data(40, seed=2)
+    board = cb.EpochTensorBoard(log_dir=str(tmp_path), histogram_freq=1, write_graph=False,
+                                update_freq="epoch", profile_batch=0, pace=_Rounds({0, 2}))
+    _model(x.shape[1]).fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[board])
+    steps = set()
+    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            if any(value.metadata.plugin_data.plugin_name == "histograms"
+                   for value in event.summary.value):
+                steps.add(event.step)
+    assert steps == {0, 2, 4}
+    scalars = helpers.scalar_events(tmp_path / "train")
+    assert [step for step, _ in scalars["epoch_loss"]] == [0, 1, 2, 3, 4]  # Every epoch.
+
+
 def _backed_up(tmp_path, epochs=3):
     """A backup folder after `epochs` epochs, and each epoch's weights."""
     x, y = _binary_data(16, seed=6)
