@@ -27,6 +27,10 @@ class RocAuc(keras.callbacks.Callback):
     """Writes the ROC-AUC on the whole validation set into logs['val_roc_auc'] each epoch
     (metrics.roc_auc: the area sklearn's roc_auc_score gives).
 
+    The scores are those of Keras' own validation pass when `validation_outputs` hands them
+    over (labels and outputs of every validation row, in any order: the area depends on the
+    pairs alone); otherwise a forward pass of its own computes them.
+
     Args:
         x_val, y_val: the validation split (labels as 0/1 or class indices).
         batch_size: prediction batch size.
@@ -39,18 +43,101 @@ class RocAuc(keras.callbacks.Callback):
     def __init__(self, x_val, y_val, batch_size=1024, local=False):
         super().__init__()
         self.x_val, self.y_val, self.batch_size, self.local = x_val, y_val, batch_size, local
+        self.handed = []  # (labels, outputs) of the validation pass's batches.
+        self._sorted_labels = None
+
+    def on_test_begin(self, logs=None):
+        self.handed.clear()  # The same list: validation_outputs appends to it.
 
     def on_epoch_end(self, epoch, logs=None):
+        labels, scores = self._handed()
+        if labels is None:
+            labels, scores = self.y_val, self._predict()
+        if logs is not None:
+            logs["val_roc_auc"] = roc_auc(labels, scores)
+
+    def _handed(self):
+        """(labels, scores) of the validation pass, or (None, None) unless its labels are those
+        of y_val, in any order (not one-hot, say, nor a part of them)."""
+        handed = list(self.handed)
+        self.handed.clear()
+        if not handed or sum(len(labels) for labels, _ in handed) != len(self.y_val):
+            return None, None
+        labels = np.concatenate([labels for labels, _ in handed])
+        if labels.shape != np.shape(self.y_val):
+            return None, None
+        if self._sorted_labels is None:
+            self._sorted_labels = np.sort(np.asarray(self.y_val), axis=None)
+        if not np.array_equal(np.sort(labels, axis=None), self._sorted_labels):
+            return None, None
+        return labels, np.concatenate([outputs for _, outputs in handed])
+
+    def _predict(self):
         # predict_on_batch per chunk: model.predict costs ~0.1 s of set-up on every call, more
         # than the whole forward pass on a small validation set.
         predict = ((lambda x: self.model(x, training=False)) if self.local
                    else self.model.predict_on_batch)
-        scores = np.concatenate([
+        return np.concatenate([
             np.asarray(predict(self.x_val[start:start + self.batch_size]))
             for start in range(0, len(self.x_val), self.batch_size)
         ])
-        if logs is not None:
-            logs["val_roc_auc"] = roc_auc(self.y_val, scores)
+
+
+@contextlib.contextmanager
+def validation_outputs(model, callback):
+    """Hands each batch of Keras' validation pass (labels, outputs) to `callback` (a RocAuc)
+    during the enclosed `fit`, so that the ROC-AUC costs no second forward pass: 20 ms an
+    epoch for the binary network on 9,000 rows here, 65 ms for the multiclass one, as much as
+    the validation itself.
+
+    Keras computes the validation loss through `model.compute_loss(x, y, y_pred, ...,
+    training=False)`, its documented override point, on both backends; the model's is wrapped
+    for the fit so that the compiled test step sends (y, y_pred) to the host (io_callback on
+    JAX, numpy_function on TensorFlow). The test function is made again before and after, so
+    that no other evaluation carries the wrapper. Without a callback, under a multi-worker
+    strategy (each worker sees part of the rows), or for outputs that are not one tensor,
+    nothing is handed and RocAuc predicts by itself.
+    """
+    if callback is None or callback.local or "compute_loss" in vars(model):
+        yield
+        return
+    send = _host_sender(callback.handed)
+    compute_loss = model.compute_loss
+
+    def handing(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if not training and y is not None and keras.ops.is_tensor(y_pred) \
+                and keras.ops.is_tensor(y):
+            send(y, y_pred)
+        return compute_loss(x, y, y_pred, sample_weight, training=training)
+
+    model.test_function = None
+    model.compute_loss = handing
+    try:
+        yield
+    finally:
+        del model.compute_loss
+        model.test_function = None
+
+
+def _host_sender(handed):
+    """A function that, traced into a compiled step, appends (y, y_pred) to `handed` as NumPy
+    arrays each time the step runs."""
+
+    def receive(y, y_pred):
+        handed.append((np.array(y), np.array(y_pred, dtype="float32")))
+
+    if keras.backend.backend() == "jax":
+        from jax.experimental import io_callback
+
+        return lambda y, y_pred: io_callback(receive, None, y, y_pred)
+    import tensorflow as tf
+
+    def received(y, y_pred):
+        receive(y, y_pred)
+        return np.int32(0)
+
+    # Stateful: tf.function runs it in program order although nothing uses its result.
+    return lambda y, y_pred: tf.numpy_function(received, [y, y_pred], tf.int32, stateful=True)
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):

@@ -447,7 +447,8 @@ def _stages(module, config):
 def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_start, stage):
     """One `fit` from epochs[0] to epochs[1]; returns (EpochLog, epoch early stopping ended it
     at or None)."""
-    from dlref.callbacks import AtomicCheckpoint, EpochLog, StageMark, make_callbacks
+    from dlref.callbacks import (AtomicCheckpoint, EpochLog, RocAuc, StageMark, make_callbacks,
+                                 validation_outputs)
     from dlref.fused import fused_steps, group_size
     from dlref.resumable import ResumableEarlyStopping, best_value, read_history
 
@@ -473,7 +474,8 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
                                    shuffle=options["shuffle"])
     fused = group_size(data.train, config.batch_size, steps) if getattr(
         module, "FUSED_STEPS", False) else 1
-    with fused_steps(model, fused, steps):
+    roc = next((c for c in callbacks if isinstance(c, RocAuc)), None)
+    with fused_steps(model, fused, steps), validation_outputs(model, roc):
         try:
             model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
                       shuffle=False,  # epoch_batches shuffles.

@@ -117,6 +117,52 @@ def test_multiclass_roc_auc_is_one_vs_rest_macro(tmp_path):
     assert 0.0 < expected < 1.0
 
 
+@pytest.mark.parametrize("outputs", [1, 3], ids=["binary", "multiclass"])
+def test_roc_auc_from_keras_validation_pass(outputs, monkeypatch):
+    """validation_outputs hands Keras' own validation outputs to RocAuc: the same area as a
+    forward pass of its own, none of those, and nothing handed outside the fit."""
+    x, y = _binary_data(60, seed=7) if outputs == 1 else _multiclass_data(60, seed=7)
+    x_val, y_val = x[:25], y[:25]  # Batches of 8: a short last one.
+    model = _model(x.shape[1], outputs)
+    roc = cb.RocAuc(x_val, y_val)
+    own = []
+    monkeypatch.setattr(roc, "_predict", lambda: own.append(1))
+    expected = []
+
+    class _Expected(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            scores = model.predict(x_val, verbose=0)
+            expected.append(roc_auc_score(y_val, scores.ravel() if outputs == 1 else scores,
+                                          multi_class="ovr"))
+
+    with cb.validation_outputs(model, roc):
+        history = model.fit(x, y, validation_data=(x_val, y_val), validation_batch_size=8,
+                            epochs=2, batch_size=8, verbose=0, callbacks=[roc, _Expected()])
+    assert history.history["val_roc_auc"] == pytest.approx(expected, abs=1e-9)
+    assert not own and "compute_loss" not in vars(model)
+    model.evaluate(x_val, y_val, verbose=0)
+    assert not roc.handed  # The wrapper went with the fit.
+
+
+def test_roc_auc_predicts_itself_unless_handed_the_validation_labels():
+    y_val = np.array([0, 1, 2, 1])
+    roc = cb.RocAuc(np.zeros((4, 2)), y_val)
+    scores = np.eye(3)[[0, 1, 2, 0]].astype("float32")
+    roc._predict = lambda: np.eye(3)[[0, 1, 2, 1]]
+    for handed in ([(np.eye(3)[y_val], scores)],  # One-hot labels.
+                   [(y_val[:3], scores[:3])],  # A part of them.
+                   [(np.array([0, 1, 2, 2]), scores)]):  # Other labels.
+        roc.handed.extend(handed)
+        logs = {}
+        roc.on_epoch_end(0, logs)
+        assert logs["val_roc_auc"] == 1.0 and not roc.handed
+    roc.handed.extend([(y_val[2:], scores[2:]), (y_val[:2], scores[:2])])  # Any order.
+    logs = {}
+    roc.on_epoch_end(0, logs)
+    assert logs["val_roc_auc"] == pytest.approx(metrics.roc_auc(y_val, scores))
+    assert logs["val_roc_auc"] < 1.0
+
+
 def test_roc_auc_helper_edge_cases():
     assert math.isnan(metrics.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))  # One class: undefined.
     assert metrics.roc_auc([0, 1, 0, 1], [[0.1], [0.9], [0.4], [0.3]]) == pytest.approx(0.75)
