@@ -95,10 +95,12 @@ def validation_outputs(model, callback):
     for the fit so that the compiled test step sends (y, y_pred) to the host (io_callback on
     JAX, numpy_function on TensorFlow). The test function is made again before and after, so
     that no other evaluation carries the wrapper. Without a callback, under a multi-worker
-    strategy (each worker sees part of the rows), or for outputs that are not one tensor,
-    nothing is handed and RocAuc predicts by itself.
+    strategy (each worker sees part of the rows), with XLA on TensorFlow, or for outputs that
+    are not one tensor, nothing is handed and RocAuc predicts by itself.
     """
-    if callback is None or callback.local or "compute_loss" in vars(model):
+    # numpy_function cannot run inside an XLA cluster (a TensorFlow model compiled with XLA).
+    xla = keras.backend.backend() == "tensorflow" and model.jit_compile
+    if callback is None or callback.local or xla or "compute_loss" in vars(model):
         yield
         return
     send = _host_sender(callback.handed)
@@ -157,7 +159,7 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         mode: 'min' or 'max'.
         initial_value_threshold: the best score of earlier runs of this training (resume),
             which a new epoch must beat before it replaces the best checkpoint.
-        pace: a resumable.WritePace shared with the backup; None writes every best epoch.
+        pace: a resumable.WritePace shared with the backup; None: every best epoch at once.
     """
 
     def __init__(self, path, monitor=None, mode="min", initial_value_threshold=None, pace=None):
@@ -165,7 +167,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.path, self.monitor, self.mode = Path(path), monitor, mode
-        self.initial_value_threshold, self.pace = initial_value_threshold, pace
+        self.initial_value_threshold = initial_value_threshold
+        self.pace = pace or WritePace(share=None)
         self.pending, self._state = None, None
 
     def on_train_begin(self, logs=None):
@@ -191,13 +194,13 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         better = improved(float(value), self.best, self.mode)
         if better:
             self.best, self.best_epoch = float(value), epoch
-        if self.pace is not None and not self.pace.writes(epoch):
+        if not self.pace.writes(epoch):
             if better:
                 self.pending = snapshot(self._variables())
             return
         if better:
             self.pending = None
-            with self.pace.timed() if self.pace else contextlib.nullcontext():
+            with self.pace.timed():
                 io.save_model(self.model, self.path)
         else:
             self.write_pending()
@@ -241,7 +244,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
     def __init__(self, *args, pace=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.pace, self._unwritten = pace, None
+        self.pace, self._unwritten = pace or WritePace(share=None), None
 
     def on_train_end(self, logs=None):
         if self._unwritten is not None:
@@ -266,7 +269,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     def _log_weights(self, epoch):
         """Keras' hook for the epoch's histograms: written at the pace's rounds; the others
         wait, and only the last of them is written, when training stops."""
-        if self.pace is not None and not self.pace.writes(epoch):
+        if not self.pace.writes(epoch):
             self._unwritten = epoch
             return
         self._write_histograms(epoch)
@@ -280,8 +283,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
         self._unwritten = None
         described = metadata.create_summary_metadata(display_name=None, description=None)
-        with self.pace.timed() if self.pace else contextlib.nullcontext(), \
-                self._train_writer.as_default():
+        with self.pace.timed(), self._train_writer.as_default():
             for layer in self.model.layers:
                 for weight in layer.weights:
                     name = weight.path.replace(":", "_")

@@ -93,17 +93,17 @@ class WritePace:
     the weight histograms.
 
     At every epoch while a round of them costs at most `share` of the time between rounds. On
-    shorter epochs, after the first two, at most once every `cost / share` seconds (cost: what
-    the last round took); and always when training stops (its end, early stopping, Ctrl-C), so
-    that nothing is lost but what a kill -9 takes. Measured here on the regression network at
-    batch 1,024 on JAX: epochs of 0.1 s and rounds of 35 ms (a best checkpoint, a backup,
-    histograms), which made dlref's epochs 1.8x a bare `fit`'s when written every epoch. Where
-    epochs take seconds, every epoch writes, as before.
+    shorter epochs, after the first, at most once every `cost / share` seconds (cost: what the
+    last round took; the first one's includes one-time set-up); and always when training stops
+    (its end, early stopping, Ctrl-C), so that nothing is lost but what a kill -9 takes.
+    Measured here on the regression network at batch 1,024 on JAX: epochs of 0.1 s and rounds of
+    35 ms (a best checkpoint, a backup, histograms), which made dlref's epochs 1.8x a bare
+    `fit`'s when written every epoch. Where epochs take seconds, every epoch writes, as before.
 
-    What a kill -9 can lose: the epochs since the last round, cost / share seconds at most
-    (0.7 s on that network). The best checkpoint of an epoch between rounds is kept in memory
-    (AtomicCheckpoint) and written at the next round, before the backup, so that a resume never
-    finds a backup newer than the best model it has seen.
+    What a kill -9 can lose: the epoch in progress and those since the last round, cost / share
+    seconds of them at most (0.7 s on that network). The best checkpoint of an epoch between
+    rounds is kept in memory (AtomicCheckpoint) and written at the next round, before the
+    backup, so that a resume never finds a backup newer than the best model it has seen.
 
     Args:
         share: the part of the training time the rounds may take; None: write every epoch
@@ -113,21 +113,17 @@ class WritePace:
 
     def __init__(self, share=0.05, clock=time.perf_counter):
         self.share, self.clock = share, clock
-        self.epoch, self.writing, self.rounds = None, True, 0
+        self.epoch, self.writing = None, True
         self.cost, self.last_end = 0.0, None
 
     def writes(self, epoch):
-        """Whether `epoch` is a round; one answer for every writer of the epoch.
-
-        The first two epochs are: the first round's cost includes one-time set-up (imports,
-        new files), 0.1-0.2 s here, which would put the second round too far off.
-        """
+        """Whether `epoch` is a round; one answer for every writer of the epoch."""
         if epoch != self.epoch:
             self.epoch = epoch
-            self.writing = (self.share is None or self.rounds < 2
+            self.writing = (self.share is None or self.last_end is None
                             or self.clock() - self.last_end >= self.cost / self.share)
             if self.writing:
-                self.cost, self.rounds = 0.0, self.rounds + 1
+                self.cost = 0.0
         return self.writing
 
     @contextlib.contextmanager
@@ -139,14 +135,6 @@ class WritePace:
         finally:
             self.last_end = self.clock()
             self.cost += self.last_end - started
-
-
-def _writes(pace, epoch):
-    return pace is None or pace.writes(epoch)
-
-
-def _timed(pace):
-    return pace.timed() if pace is not None else contextlib.nullcontext()
 
 
 def state_variables(model):
@@ -184,23 +172,22 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
 
     Each epoch's weights (optimizer state included; with a WritePace, each round's and the last
     epoch's) go to a new file; the metadata that names it is replaced after, so a kill at any
-    point leaves a consistent (weights, epoch) pair. The previous backup's file is kept too,
-    for a resume when the newest one is damaged. Restoring is
-    `restore_backup`'s job, before `fit`: the data order of the resumed epochs depends on the
-    epoch it restores. The backup is kept when training stops; the training loop deletes it once
-    a run completes.
+    point leaves a consistent (weights, epoch) pair. The previous backup's file is kept too, for
+    a resume when the newest one is damaged. Restoring is `restore_backup`'s job, before `fit`:
+    the data order of the resumed epochs depends on the epoch it restores. The backup is kept
+    when training stops; the training loop deletes it once a run completes.
     """
 
     def __init__(self, backup_dir, pace=None):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-        self.pace, self._saved_epoch = pace, None
+        self.pace, self._saved_epoch = pace or WritePace(share=None), None
 
     def on_train_begin(self, logs=None):
         pass  # Restored before fit, by restore_backup.
 
     def on_epoch_end(self, epoch, logs=None):
         self._current_epoch = epoch + 1
-        if _writes(self.pace, epoch):
+        if self.pace.writes(epoch):
             self._save_model()
 
     def on_train_end(self, logs=None):
@@ -215,7 +202,7 @@ class AtomicBackup(keras.callbacks.BackupAndRestore):
     def _save_model(self):
         backup_dir = Path(self.backup_dir)
         name = f"epoch-{self._current_epoch:05d}.weights.h5"
-        with _timed(self.pace):
+        with self.pace.timed():
             with io.atomic_path(backup_dir / name, suffix=".weights.h5") as tmp:
                 self.model.save_weights(tmp, overwrite=True)
             previous = [f for f in _backup_files(backup_dir)[0] if f.name != name][:1]

@@ -363,23 +363,22 @@ class _Clock:
 def test_write_pace_spaces_rounds_by_their_cost():
     clock = _Clock()
     pace = resumable.WritePace(share=0.1, clock=clock)
-    assert pace.writes(0) and pace.writes(0)  # The first two epochs write.
+    assert pace.writes(0) and pace.writes(0)  # The first epoch writes.
     with pace.timed():
-        clock.now += 5.0  # One-time set-up: not what the rounds after cost.
-    assert pace.writes(1)
+        clock.now += 0.3
     with pace.timed():
-        clock.now += 0.5  # A round of 0.5 s: the next one 5 s after it ends at the earliest.
+        clock.now += 0.2  # A round of 0.5 s: the next one 5 s after it ends at the earliest.
     clock.now += 4.9
-    assert not pace.writes(2)
+    assert not pace.writes(1)
     clock.now += 0.2
-    assert not pace.writes(2)  # One answer per epoch, for every writer of it.
-    assert pace.writes(3)
+    assert not pace.writes(1)  # One answer per epoch, for every writer of it.
+    assert pace.writes(2)
     with pace.timed():
         clock.now += 0.1  # Cheaper now: 1 s apart.
     clock.now += 0.9
-    assert not pace.writes(4)
+    assert not pace.writes(3)
     clock.now += 0.1
-    assert pace.writes(5)
+    assert pace.writes(4)
     every = resumable.WritePace(share=None, clock=clock)
     with every.timed():
         clock.now += 10.0
