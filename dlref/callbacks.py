@@ -8,6 +8,7 @@ versions here write a temporary file and rename it.
 """
 
 import contextlib
+import inspect
 import math
 import sys
 import time
@@ -95,12 +96,15 @@ def validation_outputs(model, callback):
     for the fit so that the compiled test step sends (y, y_pred) to the host (io_callback on
     JAX, numpy_function on TensorFlow). The test function is made again before and after, so
     that no other evaluation carries the wrapper. Without a callback, under a multi-worker
-    strategy (each worker sees part of the rows), with XLA on TensorFlow, or for outputs that
-    are not one tensor, nothing is handed and RocAuc predicts by itself.
+    strategy (each worker sees part of the rows), with XLA on TensorFlow, for a model whose own
+    compute_loss takes no `training`, or for outputs that are not one tensor, nothing is handed
+    and RocAuc predicts by itself.
     """
     # numpy_function cannot run inside an XLA cluster (a TensorFlow model compiled with XLA).
     xla = keras.backend.backend() == "tensorflow" and model.jit_compile
-    if callback is None or callback.local or xla or "compute_loss" in vars(model):
+    # A compute_loss of the model's own without `training` cannot tell validation apart.
+    own = "training" not in inspect.signature(model.compute_loss).parameters
+    if callback is None or callback.local or xla or own or "compute_loss" in vars(model):
         yield
         return
     send = _host_sender(callback.handed)
@@ -342,7 +346,7 @@ class GracefulInterrupt(keras.callbacks.Callback):
 
 
 # The part of the training time that the best checkpoint, backup and histograms may take on short
-# epochs (resumable.WritePace): 5 %, so that dlref / bare Keras stays within the 1.10 of issue 11.
+# epochs (resumable.WritePace): what they may add to a bare Keras fit's time.
 WRITE_SHARE = 0.05
 
 

@@ -144,6 +144,26 @@ def test_roc_auc_from_keras_validation_pass(outputs, monkeypatch):
     assert not roc.handed  # The wrapper went with the fit.
 
 
+def test_a_compute_loss_without_training_is_left_alone():
+    """A model whose own compute_loss predates Keras' `training` argument: nothing is wrapped,
+    and RocAuc predicts by itself."""
+
+    class OldStyle(keras.Sequential):
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+            return super().compute_loss(x, y, y_pred, sample_weight)
+
+    x, y = _binary_data(40, seed=8)
+    model = OldStyle([keras.Input((3,)), layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    roc = cb.RocAuc(x[:20], y[:20])
+    with cb.validation_outputs(model, roc):
+        assert "compute_loss" not in vars(model)
+        history = model.fit(x, y, validation_data=(x[:20], y[:20]), epochs=1, batch_size=8,
+                            verbose=0, callbacks=[roc])
+    scores = model.predict(x[:20], verbose=0).ravel()
+    assert history.history["val_roc_auc"][0] == pytest.approx(roc_auc_score(y[:20], scores))
+
+
 def test_roc_auc_predicts_itself_unless_handed_the_validation_labels():
     y_val = np.array([0, 1, 2, 1])
     roc = cb.RocAuc(np.zeros((4, 2)), y_val)
