@@ -37,7 +37,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 BACKENDS = ("tensorflow", "jax")
 SECTIONS = ("start", "recipes", "overhead", "dqn", "tune")
 EPOCHS = 3  # The first epoch compiles; the mean of the others is reported (quick: 2).
-# Recipes whose epochs take well under a second here run more: dlref writes its checkpoints in
+# Cases whose epochs take a few seconds at most here run more: dlref writes its checkpoints in
 # rounds on short epochs (dlref.resumable.WritePace), and the mean must include some.
 SHORT_EPOCHS = 10
 BIG_BATCH = 1024
