@@ -45,7 +45,7 @@ class RocAuc(keras.callbacks.Callback):
         super().__init__()
         self.x_val, self.y_val, self.batch_size, self.local = x_val, y_val, batch_size, local
         self.handed = []  # (labels, outputs) of the validation pass's batches.
-        self._sorted_labels = None
+        self._sorted_labels = np.sort(np.asarray(y_val), axis=None)
 
     def on_test_begin(self, logs=None):
         self.handed.clear()  # The same list: validation_outputs appends to it.
@@ -67,8 +67,6 @@ class RocAuc(keras.callbacks.Callback):
         labels = np.concatenate([labels for labels, _ in handed])
         if labels.shape != np.shape(self.y_val):
             return None, None
-        if self._sorted_labels is None:
-            self._sorted_labels = np.sort(np.asarray(self.y_val), axis=None)
         if not np.array_equal(np.sort(labels, axis=None), self._sorted_labels):
             return None, None
         return labels, np.concatenate([outputs for _, outputs in handed])

@@ -439,15 +439,17 @@ def test_a_best_epoch_between_rounds_is_written_at_the_next_round(tmp_path):
     x, y = _binary_data(12, seed=5)
     path = tmp_path / "best.keras"
     checkpoint = cb.AtomicCheckpoint(path, "score", "max", pace=_Rounds({0, 3}))
-    weights, seen = _Weights(), _Probe(path)
+    weights, seen, after = _Weights(), _Probe(path), _Weights()
     model = _model(3)
     model.fit(x, y, epochs=5, batch_size=4, verbose=0, callbacks=[
-        _Inject("score", [0.1, 0.9, 0.5, 0.4, 0.3]), weights, checkpoint, seen])
+        _Inject("score", [0.1, 0.9, 0.5, 0.4, 0.3]), weights, checkpoint, seen, after])
     assert seen.seen[0] is not None and seen.seen[1] == seen.seen[2] == seen.seen[0]
     assert seen.seen[3] != seen.seen[0]  # Epoch 1's model, at the round of epoch 3.
     _assert_checkpoint_holds(path, model, weights.epochs[1])  # Optimizer state included.
     # Writing it left the model as it was: epoch 4 trained on from epoch 3's weights.
     assert not np.array_equal(weights.epochs[4][0], weights.epochs[1][0])
+    for got, want in zip(after.epochs[3], weights.epochs[3], strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_a_best_last_epoch_between_rounds_is_written_when_training_stops(tmp_path):
