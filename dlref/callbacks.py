@@ -268,6 +268,32 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
             self._should_write_train_graph = False
         super().on_epoch_end(epoch, logs)
 
+    def _log_epoch_metrics(self, epoch, logs):
+        """Keras' epoch scalars (same tags, steps and values), as one event per writer. Keras
+        runs one summary op per metric: 3.0-3.8 ms an epoch for the regression recipe's five
+        on JAX here, 0.9-1.7 ms this way, on epochs of 0.01-0.1 s at batch 1,024."""
+        if not logs:
+            return
+        train = self._collect_learning_rate(
+            {name: value for name, value in logs.items() if not name.startswith("val_")})
+        if self.write_steps_per_second:
+            train["steps_per_second"] = self._compute_steps_per_second()
+        _write_scalars(self._train_writer, {f"epoch_{k}": v for k, v in train.items()}, epoch)
+        _write_scalars(self._val_writer, {f"epoch_{k[4:]}": v for k, v in logs.items()
+                                          if k.startswith("val_")}, epoch)
+
+    def on_test_end(self, logs=None):
+        """Keras' evaluation scalars at the optimizer's step, as one event. Keras converts the
+        step variable and runs a summary op per metric: 2.5-3.3 ms a validation pass for the
+        regression recipe on JAX here (its whole validation of 900 rows takes 2-6 ms), 1.2-1.8
+        ms this way."""
+        optimizer = self.model.optimizer
+        if optimizer is not None and hasattr(optimizer, "iterations") and logs:
+            step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+            _write_scalars(self._val_writer, {f"evaluation_{name}_vs_iterations": value
+                                              for name, value in logs.items()}, step)
+        self._pop_writer()
+
     def _log_weights(self, epoch):
         """Keras' hook for the epoch's histograms: written at the pace's rounds; the others
         wait, and only the last of them is written, when training stops."""
@@ -294,6 +320,22 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
                     if self.write_images:
                         self._log_weight_as_image(weight, f"{name}/image", epoch)
             self._train_writer.flush()
+
+
+def _write_scalars(writer, values, step):
+    """Writes {tag: number} to a TensorBoard writer as one event at `step`, each value as
+    tf.summary.scalar writes it (a float32 tensor, the scalars plugin's metadata)."""
+    if not values:
+        return
+    import tensorflow as tf
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.scalar import summary_v2
+
+    summary = summary_pb2.Summary()
+    for tag, value in values.items():
+        summary.value.extend(summary_v2.scalar_pb(tag, float(value)).value)
+    with writer.as_default():
+        tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
 
 def histogram_buckets(values, count=30):

@@ -40,6 +40,9 @@ EPOCHS = 3  # The first epoch compiles; the mean of the others is reported (quic
 # Cases whose epochs take a few seconds at most here run more: dlref writes its checkpoints in
 # rounds on short epochs (dlref.resumable.WritePace), and the mean must include some.
 SHORT_EPOCHS = 10
+# Runs of dlref and of bare Keras per cell for those cases, in turn; the fastest of each is kept.
+# One pair of runs of 10 epochs of 0.1 s differed by 10-30 % from the next pair here.
+SHORT_PAIRS = 2
 BIG_BATCH = 1024
 CELL_TIMEOUT = 900  # Seconds; a cell that takes longer is reported as failed.
 BEST_DQN = ("hidden_units=[64, 64]", "epsilon_steps=5000")  # Fastest to 195 of those tried.
@@ -64,7 +67,8 @@ class Case:
         sets: --set overrides beyond epochs, batch size and early stopping.
         generated: "regression", "binary" or "multiclass" for a generated table, "images" for
             a generated image folder, "" for the recipe's built-in data.
-        short: the backends its epochs are short on (seconds at most): SHORT_EPOCHS there.
+        short: the backends its epochs are short on (seconds at most): SHORT_EPOCHS and
+            SHORT_PAIRS there.
     """
 
     label: str
@@ -77,6 +81,11 @@ class Case:
     def epochs(self, default, backend):
         """Epochs per measurement: `default` (EPOCHS, or --quick's), more for short epochs."""
         return SHORT_EPOCHS if backend in self.short and default == EPOCHS else default
+
+    def pairs(self, wanted, backend):
+        """Runs of dlref and of bare Keras per measurement: `wanted` (--pairs) where it is not
+        0; else SHORT_PAIRS for short epochs, 1 for the others."""
+        return wanted or (SHORT_PAIRS if backend in self.short else 1)
 
     @property
     def recipe(self):
@@ -399,6 +408,7 @@ class Cell:
     skipped: str = ""  # Why the backend was not measured.
     dlref_error: str = ""
     bare_error: str = ""
+    runs: int = 0  # Measurements of each side; the fastest is kept.
 
     @property
     def is_declared(self):
@@ -418,7 +428,27 @@ class Cell:
         return None
 
 
-def recipe_section(selected, backends, epochs, quick, folder):
+def measure_cell(cell, args, epochs, pairs, folder):
+    """Fills in `cell`: dlref's and bare Keras' fastest of `pairs` runs each, in turn (dlref,
+    bare, bare, dlref, ...) so that a machine getting slower or faster weighs on both alike."""
+    for index in range(pairs):
+        for side in ("dlref", "bare")[::1 if index % 2 == 0 else -1]:
+            if getattr(cell, f"{side}_error"):
+                continue
+            try:
+                found = (dlref_cell(args, cell.backend, epochs, folder) if side == "dlref"
+                         else bare_cell(args, cell.backend, epochs))
+            except CellFailed as error:
+                setattr(cell, f"{side}_error", str(error))
+                setattr(cell, side, None)
+                continue
+            kept = getattr(cell, side)
+            if kept is None or found["epoch"] < kept["epoch"]:
+                setattr(cell, side, found)
+        cell.runs = index + 1
+
+
+def recipe_section(selected, backends, epochs, quick, folder, pairs=0):
     """Measures every selected case on every backend at its default batch and at 1,024;
     returns (cells, {backend: matmul peak GFLOP/s or an error string}, {recipe: info})."""
     from dlref import registry, training
@@ -443,19 +473,12 @@ def recipe_section(selected, backends, epochs, quick, folder):
                     continue
                 sized = [*args, "--set", f"batch_size={batch}"]
                 started = time.perf_counter()
-                try:
-                    cell.dlref = dlref_cell(sized, backend, case.epochs(epochs, backend), folder)
-                except CellFailed as error:
-                    cell.dlref_error = str(error)
-                middle = time.perf_counter()
-                try:
-                    cell.bare = bare_cell(sized, backend, case.epochs(epochs, backend))
-                except CellFailed as error:
-                    cell.bare_error = str(error)
+                measure_cell(cell, sized, case.epochs(epochs, backend),
+                             case.pairs(pairs, backend), folder)
                 print(f"measured {case.label}, batch {batch}, {backend}: dlref "
-                      f"{_samples(cell.dlref, cell.dlref_error)} samples/s in "
-                      f"{middle - started:.0f} s, bare {_samples(cell.bare, cell.bare_error)} "
-                      f"in {time.perf_counter() - middle:.0f} s", file=sys.stderr, flush=True)
+                      f"{_samples(cell.dlref, cell.dlref_error)} samples/s, bare "
+                      f"{_samples(cell.bare, cell.bare_error)} ({cell.runs} runs each, "
+                      f"{time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     return cells, peaks, infos
 
 
@@ -482,11 +505,19 @@ def print_recipe_table(cells, peaks, infos, epochs):
                                     else c.case.label for c in cells if c.backend in c.case.short))
     more = (f", {SHORT_EPOCHS} for {short}, whose epochs are short: the mean then includes "
             "rounds of checkpoint writes" if short and epochs == EPOCHS else "")
+    runs = sorted({cell.runs for cell in cells if cell.runs})
+    several = {c.case.label for c in cells if c.runs > 1}
+    repeated = ("" if runs in ([], [1]) else
+                f" dlref and bare ran {runs[-1]} times each, in turn, for every cell, the fastest "
+                "of each shown." if len(runs) == 1 else
+                f" dlref and bare ran {runs[-1]} times each, in turn, for the cells of "
+                f"{', '.join(sorted(several, key=[c.case.label for c in cells].index))}, "
+                "the fastest of each shown.")
     print(f"Samples/s: training rows over the mean epoch after the first ({epochs} epochs"
-          f"{more}; the first compiles). dlref: `dlref train`, every callback on; bare: one Keras "
-          "`fit` of the same model on the same data and backend. dlref/bare: seconds per "
-          "epoch, dlref over bare. GFLOP/s: 3 x the forward pass's FLOPs (Dense, Conv, LSTM "
-          "layers) per sample, at dlref's samples/s; n/a where not computed. "
+          f"{more}; the first compiles).{repeated} dlref: `dlref train`, every callback on; "
+          "bare: one Keras `fit` of the same model on the same data and backend. dlref/bare: "
+          "seconds per epoch, dlref over bare. GFLOP/s: 3 x the forward pass's FLOPs (Dense, "
+          "Conv, LSTM layers) per sample, at dlref's samples/s; n/a where not computed. "
           "Backend: * = faster of the two at that batch.\n")
     print("| recipe | data | batch | backend | dlref samples/s | bare samples/s | dlref/bare "
           "| GFLOP/s (% of peak) | declared backend |")
@@ -694,6 +725,10 @@ def main():
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated, of {', '.join(SECTIONS)}")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="runs of dlref and of bare Keras per recipe cell, in turn, the "
+                             f"fastest kept (default: {SHORT_PAIRS} where epochs are short, "
+                             "else 1; --quick: 1)")
     args = parser.parse_args()
     all_cases = cases(args.quick)
     labels = [case.label for case in all_cases]
@@ -712,7 +747,8 @@ def main():
         cells = peaks = infos = found = None
         if "recipes" in sections:
             selected = [case for case in all_cases if case.selected(wanted)]
-            cells, peaks, infos = recipe_section(selected, backends, epochs, args.quick, folder)
+            cells, peaks, infos = recipe_section(selected, backends, epochs, args.quick, folder,
+                                                 args.pairs or int(args.quick))
         if "overhead" in sections:
             found = overhead(cells, folder, epochs, args.quick)
     print(f"\n## dlref benchmark ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"

@@ -494,6 +494,31 @@ def test_histograms_at_rounds_and_the_last_epoch(tmp_path):
     assert [step for step, _ in scalars["epoch_loss"]] == [0, 1, 2, 3, 4]  # Every epoch.
 
 
+def test_scalars_are_kerass_own(tmp_path):
+    """EpochTensorBoard writes each writer's scalars as one event: the same tags, steps and
+    values as Keras' TensorBoard (epoch metrics, learning rate, evaluation vs iterations)."""
+    x, y = _binary_data(40, seed=2)
+    written = {}
+    for name, board in (("keras", keras.callbacks.TensorBoard), ("dlref", cb.EpochTensorBoard)):
+        keras.utils.set_random_seed(0)
+        model = _model(x.shape[1])
+        model.fit(x[:30], y[:30], validation_data=(x[30:], y[30:]), epochs=3, batch_size=8,
+                  verbose=0, callbacks=[board(log_dir=str(tmp_path / name), histogram_freq=0,
+                                              write_graph=False, profile_batch=0)])
+        written[name] = {part: helpers.scalar_events(tmp_path / name / part)
+                         for part in ("train", "validation")}
+    keras_, dlref_ = written["keras"], written["dlref"]
+    assert {"epoch_loss", "epoch_learning_rate"} <= set(keras_["train"])
+    assert {"epoch_loss", "evaluation_loss_vs_iterations"} <= set(keras_["validation"])
+    for part in ("train", "validation"):
+        assert set(dlref_[part]) == set(keras_[part])
+        for tag, found in keras_[part].items():
+            assert [step for step, _ in dlref_[part][tag]] == [step for step, _ in found], tag
+            np.testing.assert_allclose([v for _, v in dlref_[part][tag]],
+                                       [v for _, v in found], rtol=1e-6, err_msg=tag)
+    assert [s for s, _ in dlref_["validation"]["evaluation_loss_vs_iterations"]] == [4, 8, 12]
+
+
 def _backed_up(tmp_path, epochs=3):
     """A backup folder after `epochs` epochs, and each epoch's weights."""
     x, y = _binary_data(16, seed=6)
