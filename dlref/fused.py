@@ -116,8 +116,29 @@ class _FusedTrainFunction:
         self.done = (self.done + len(batches)) % self.steps_per_epoch
         shapes = {tuple(np.shape(leaf) for leaf in jax.tree.leaves(batch)) for batch in batches}
         if len(batches) == self.steps and len(shapes) == 1:
-            stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *batches)
+            stacked = jax.tree.map(lambda *leaves: stacked_parts(leaves), *batches)
             return self.scanned(state, stacked)
         for batch in batches:
             logs, state = self.single(state, batch)
         return logs, state
+
+
+def stacked_parts(arrays):
+    """np.stack(arrays), without a copy where they are consecutive equal parts of one array, in
+    order: dlref.training gathers a group's batches so. Stacking 130 MB of batches an epoch
+    (42,000 rows of 784 float32 at batch 1,024) took 13-22 ms here, against epochs of 0.1 s."""
+    import numpy as np
+
+    first = arrays[0]
+    owner = getattr(first, "base", None)
+    if owner is None or not all(
+            isinstance(array, np.ndarray) and array.base is owner and array.flags.c_contiguous
+            and array.shape == first.shape and array.dtype == first.dtype for array in arrays):
+        return np.stack(arrays)
+    start = first.__array_interface__["data"][0]
+    if any(array.__array_interface__["data"][0] != start + index * first.nbytes
+           for index, array in enumerate(arrays)):
+        return np.stack(arrays)
+    # Each part starts where the one before it ends, in memory their common owner holds.
+    return np.lib.stride_tricks.as_strided(first, (len(arrays), *first.shape),
+                                           (first.nbytes, *first.strides), writeable=False)

@@ -470,10 +470,11 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs,
                          best_value(history, module.MONITOR, module.MODE))
     options = fit_options(module, config)
-    batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first, end,
-                                   shuffle=options["shuffle"])
-    fused = group_size(data.train, config.batch_size, steps) if getattr(
+    fused = group_size(data.train, config.batch_size,
+                       math.ceil(len(data.train[1]) / config.batch_size)) if getattr(
         module, "FUSED_STEPS", False) else 1
+    batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first, end,
+                                   shuffle=options["shuffle"], group=fused)
     roc = next((c for c in callbacks if isinstance(c, RocAuc)), None)
     with fused_steps(model, fused, steps), validation_outputs(model, roc):
         try:
@@ -526,7 +527,7 @@ def fit_options(module, config):
     return options
 
 
-def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True):
+def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True, group=1):
     """The training rows in a new order each epoch, an order drawn from (seed, epoch) alone.
 
     Keras shuffles arrays with a generator that starts over with every `fit`, so a run resumed
@@ -538,11 +539,13 @@ def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True):
     On TensorFlow the batches are a tf.data.Dataset; on JAX, NumPy batches from a generator:
     Keras converted each tf.data batch to NumPy for JAX at ~3 ms a batch here, more than a
     training step of the multiclass network. The orders differ between the two, so a run
-    resumes on the backend it started on.
+    resumes on the backend it started on. On JAX the rows of `group` batches at a time (the
+    batches dlref.fused trains in one call) are gathered as one array, and its batches are
+    consecutive parts of it, which the fused step stacks without copying them again.
     """
     rows = len(train[1])
     if backend.current() != "tensorflow":
-        return _numpy_batches(train, batch_size, seed, first_epoch, epochs, shuffle), \
+        return _numpy_batches(train, batch_size, seed, first_epoch, epochs, shuffle, group), \
             math.ceil(rows / batch_size)
     import tensorflow as tf
 
@@ -563,15 +566,19 @@ def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True):
     return dataset.prefetch(tf.data.AUTOTUNE), math.ceil(rows / batch_size)
 
 
-def _numpy_batches(train, batch_size, seed, first_epoch, epochs, shuffle):
+def _numpy_batches(train, batch_size, seed, first_epoch, epochs, shuffle, group=1):
+    import keras
     import numpy as np
 
-    rows = len(train[1])
+    rows, span = len(train[1]), batch_size * max(group, 1)
     for epoch in range(first_epoch, epochs):
         order = (np.random.default_rng([int(seed), epoch]).permutation(rows) if shuffle
                  else np.arange(rows))
-        for start in range(0, rows, batch_size):
-            yield _rows(train, order[start:start + batch_size])
+        for start in range(0, rows, span):
+            gathered = _rows(train, order[start:start + span])
+            for offset in range(0, min(span, rows - start), batch_size):
+                part = slice(offset, offset + batch_size)
+                yield keras.tree.map_structure(lambda array, part=part: array[part], gathered)
 
 
 def _rows(structure, indices):

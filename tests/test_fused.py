@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dlref import backend, training
-from dlref.fused import MAX_BYTES, MAX_STEPS, fused_steps, group_size
+from dlref.fused import MAX_BYTES, MAX_STEPS, fused_steps, group_size, stacked_parts
 
 on_jax = pytest.mark.skipif(backend.current() != "jax",
                             reason="fused steps are JAX-only (make test-jax runs these)")
@@ -30,7 +30,7 @@ def _model():
 
 def _fit(model, train, val, epochs, steps, batch_size=16, first=0):
     """dlref's way of fitting (batches running on across epochs), with `steps` per call."""
-    batches, per_epoch = training.epoch_batches(train, batch_size, 7, first, epochs)
+    batches, per_epoch = training.epoch_batches(train, batch_size, 7, first, epochs, group=steps)
     with fused_steps(model, steps, per_epoch):
         history = model.fit(batches, steps_per_epoch=per_epoch, initial_epoch=first,
                             epochs=epochs, validation_data=val, shuffle=False, verbose=0)
@@ -89,6 +89,38 @@ def test_group_size_caps_steps_and_the_stacked_bytes():
     assert group_size(rows, 1024, steps_per_epoch=1000) == MAX_BYTES // per_batch
     images = np.zeros((10, 224, 224, 3), "float32"), np.zeros(10)
     assert group_size(images, 256, steps_per_epoch=100) == 1  # Not fused: too large.
+
+
+def test_batches_gathered_by_group_are_the_same_batches(monkeypatch):
+    monkeypatch.setattr(backend, "current", lambda: "jax")  # The NumPy batches.
+    train = _data(50)
+    single, _ = training.epoch_batches(train, 8, 7, 1, 3)
+    grouped, _ = training.epoch_batches(train, 8, 7, 1, 3, group=3)
+    single, grouped = list(single), list(grouped)
+    assert len(grouped) == len(single) == 2 * 7  # 50 rows at 8: 7 batches an epoch.
+    for mine, theirs in zip(grouped, single, strict=True):
+        for part, expected in zip(mine, theirs, strict=True):
+            np.testing.assert_array_equal(part, expected)
+    # The first three batches of each epoch are consecutive parts of one array.
+    assert np.shares_memory(stacked_parts([b[0] for b in grouped[:3]]), grouped[0][0])
+    assert np.shares_memory(stacked_parts([b[1] for b in grouped[7:10]]), grouped[7][1])
+
+
+def test_stacked_parts_copies_only_what_is_not_one_array_in_order():
+    whole = np.arange(24, dtype="float32").reshape(6, 4)
+    parts = [whole[0:2], whole[2:4], whole[4:6]]
+    stacked = stacked_parts(parts)
+    np.testing.assert_array_equal(stacked, np.stack(parts))
+    assert np.shares_memory(stacked, whole)
+    assert np.shares_memory(stacked_parts(parts[1:]), whole)  # A run of them too.
+    np.testing.assert_array_equal(stacked_parts(parts[1:]), np.stack(parts[1:]))
+    for others in ([parts[1], parts[0], parts[2]],  # Out of order.
+                   [parts[0], parts[0]],  # One part twice.
+                   [whole[0:2], whole[2:4].copy(), whole[4:6]],  # Another array.
+                   [whole[0:3, :2], whole[3:6, :2]]):  # Columns of it: not contiguous.
+        stacked = stacked_parts(others)
+        np.testing.assert_array_equal(stacked, np.stack(others))
+        assert not np.shares_memory(stacked, whole)
 
 
 def test_fusing_does_nothing_on_tensorflow_or_for_one_step(monkeypatch):
