@@ -475,9 +475,10 @@ def recipe_section(selected, backends, epochs, quick, folder, pairs=0):
                 started = time.perf_counter()
                 measure_cell(cell, sized, case.epochs(epochs, backend),
                              case.pairs(pairs, backend), folder)
+                runs = f"{cell.runs} run{'s' * (cell.runs > 1)}"
                 print(f"measured {case.label}, batch {batch}, {backend}: dlref "
                       f"{_samples(cell.dlref, cell.dlref_error)} samples/s, bare "
-                      f"{_samples(cell.bare, cell.bare_error)} ({cell.runs} runs each, "
+                      f"{_samples(cell.bare, cell.bare_error)} ({runs} each, "
                       f"{time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     return cells, peaks, infos
 
