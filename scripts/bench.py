@@ -736,6 +736,8 @@ def main():
                              f"fastest kept (default: {SHORT_PAIRS} where epochs are short, "
                              "else 1; --quick: 1)")
     args = parser.parse_args()
+    if args.pairs < 0:
+        parser.error("--pairs must be 0 (the default per case) or more")
     all_cases = cases(args.quick)
     labels = [case.label for case in all_cases]
     known = labels + sorted({name for case in all_cases for name in (case.name, case.recipe)}
