@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dlref import backend, training
-from dlref.fused import MAX_BYTES, MAX_STEPS, fused_steps, group_size, stacked_parts
+from dlref.fused import MAX_BATCH_BYTES, MAX_STEPS, fused_steps, group_size, stacked_parts
 
 on_jax = pytest.mark.skipif(backend.current() != "jax",
                             reason="fused steps are JAX-only (make test-jax runs these)")
@@ -81,14 +81,16 @@ def test_a_resumed_fit_groups_its_epochs_as_an_uninterrupted_one():
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_group_size_caps_steps_and_the_stacked_bytes():
+def test_group_size_caps_steps_and_fuses_small_batches_only():
     rows = np.zeros((1000, 784), "float32"), np.zeros(1000, "int64")
     assert group_size(rows, 32, steps_per_epoch=1000) == MAX_STEPS
     assert group_size(rows, 32, steps_per_epoch=5) == 5
-    per_batch = 1024 * (784 * 4 + 8)
-    assert group_size(rows, 1024, steps_per_epoch=1000) == MAX_BYTES // per_batch
+    per_row = 784 * 4 + 8
+    assert group_size(rows, MAX_BATCH_BYTES // per_row, steps_per_epoch=1000) == MAX_STEPS
+    assert group_size(rows, MAX_BATCH_BYTES // per_row + 1, steps_per_epoch=1000) == 1
+    assert group_size(rows, 1024, steps_per_epoch=1000) == 1  # 3.2 MB batches: step by step.
     images = np.zeros((10, 224, 224, 3), "float32"), np.zeros(10)
-    assert group_size(images, 256, steps_per_epoch=100) == 1  # Not fused: too large.
+    assert group_size(images, 2, steps_per_epoch=100) == 1  # Not fused: too large.
 
 
 def test_batches_gathered_by_group_are_the_same_batches(monkeypatch):
