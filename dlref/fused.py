@@ -9,10 +9,10 @@ is entered once per K batches. Measured here on the multiclass network at batch 
 60,000 rows, three pairs of runs, Keras' `fit` against a scan of 8 or 32 steps of the same
 model): 15.4k-24.9k against 25.5k-31.7k samples/s.
 
-Only recipes that declare `FUSED_STEPS = True` (the dense ones) fuse: convolutions inside the
-scan ran 2.6x slower than step by step on JAX here (the cnn recipe, 12.4 against 4.7 s an
-epoch), and seq2seq's LSTM steps are long enough that fusing changed nothing (1.3-1.5 s an
-epoch either way).
+Only batches under MAX_BATCH_BYTES fuse, and only in recipes that declare `FUSED_STEPS = True`
+(the dense ones): convolutions inside the scan ran 2.6x slower than step by step on JAX here
+(the cnn recipe, 12.4 against 4.7 s an epoch), and seq2seq's LSTM steps are long enough that
+fusing changed nothing (1.3-1.5 s an epoch either way).
 
 The steps are the same steps in the same order (the dropout seeds travel in the state the scan
 carries), so a run trains as it would without fusing, up to floating-point rounding. Keras

@@ -506,14 +506,14 @@ def print_recipe_table(cells, peaks, infos, epochs):
                                     else c.case.label for c in cells if c.backend in c.case.short))
     more = (f", {SHORT_EPOCHS} for {short}, whose epochs are short: the mean then includes "
             "rounds of checkpoint writes" if short and epochs == EPOCHS else "")
-    runs = sorted({cell.runs for cell in cells if cell.runs})
-    several = {c.case.label for c in cells if c.runs > 1}
-    repeated = ("" if runs in ([], [1]) else
-                f" dlref and bare ran {runs[-1]} times each, in turn, for every cell, the fastest "
-                "of each shown." if len(runs) == 1 else
-                f" dlref and bare ran {runs[-1]} times each, in turn, for the cells of "
-                f"{', '.join(sorted(several, key=[c.case.label for c in cells].index))}, "
-                "the fastest of each shown.")
+    measured = [cell for cell in cells if cell.runs]
+    several = list(dict.fromkeys(cell.case.label for cell in measured if cell.runs > 1))
+    repeated = ""
+    if several:
+        where = ("every cell" if all(cell.runs > 1 for cell in measured)
+                 else f"the cells of {', '.join(several)}")
+        repeated = (f" dlref and bare ran {max(cell.runs for cell in measured)} times each, in "
+                    f"turn, for {where}, the fastest of each shown.")
     print(f"Samples/s: training rows over the mean epoch after the first ({epochs} epochs"
           f"{more}; the first compiles).{repeated} dlref: `dlref train`, every callback on; "
           "bare: one Keras `fit` of the same model on the same data and backend. dlref/bare: "
