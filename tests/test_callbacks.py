@@ -519,6 +519,23 @@ def test_scalars_are_kerass_own(tmp_path):
     assert [s for s, _ in dlref_["validation"]["evaluation_loss_vs_iterations"]] == [4, 8, 12]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # scalar_pb on 1e300
+def test_scalar_summary_is_tensorboards_own_and_a_noop_writer_takes_it():
+    """The hand-built scalar values are byte for byte what TensorBoard's scalar_pb makes, for
+    odd numbers too; a writer without the write op (a no-op one) takes them without error."""
+    import tensorflow as tf
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.scalar import summary_v2
+
+    values = {"epoch_loss": 0.1, "epoch_auc": np.float64(0.987654321), "a/b": -3,
+              "nan": float("nan"), "inf": float("inf"), "big": 1e300, "tiny": np.float32(1e-45)}
+    expected = summary_pb2.Summary()
+    for tag, value in values.items():
+        expected.value.extend(summary_v2.scalar_pb(tag, value).value)
+    assert cb.scalar_summary(values).SerializeToString() == expected.SerializeToString()
+    cb._write_scalars(tf.summary.create_noop_writer(), values, 3)
+
+
 def _backed_up(tmp_path, epochs=3):
     """A backup folder after `epochs` epochs, and each epoch's weights."""
     x, y = _binary_data(16, seed=6)
