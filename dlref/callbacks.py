@@ -270,10 +270,9 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, logs)
 
     def _log_epoch_metrics(self, epoch, logs):
-        """Keras' epoch scalars (same tags, steps and values), as one event per writer. Keras
-        runs one summary op per metric: 3.0-3.8 ms an epoch for the regression recipe's five
-        on JAX here, 0.9-1.7 ms as one `write_raw_pb` event (less since: `_write_scalars`), on
-        epochs of 0.01-0.1 s at batch 1,024."""
+        """Keras' epoch scalars (same tags, steps and values), as one event per writer
+        (`_write_scalars`). Keras runs one summary op per metric: 3.0-3.8 ms an epoch for the
+        regression recipe's five on JAX here, on epochs of 0.01-0.1 s at batch 1,024."""
         if not logs:
             return
         train = self._collect_learning_rate(
@@ -285,10 +284,10 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
                                           if k.startswith("val_")}, epoch)
 
     def on_test_end(self, logs=None):
-        """Keras' evaluation scalars at the optimizer's step, as one event. Keras converts the
-        step variable and runs a summary op per metric: 2.5-3.3 ms a validation pass for the
-        regression recipe on JAX here (its whole validation of 900 rows takes 2-6 ms), 1.2-1.8
-        ms as one `write_raw_pb` event (less since: `_write_scalars`)."""
+        """Keras' evaluation scalars at the optimizer's step, as one event (`_write_scalars`).
+        Keras converts the step variable and runs a summary op per metric: 2.5-3.3 ms a
+        validation pass for the regression recipe on JAX here (its whole validation of 900 rows
+        takes 2-6 ms)."""
         optimizer = self.model.optimizer
         if optimizer is not None and hasattr(optimizer, "iterations") and logs:
             step = int(keras.ops.convert_to_numpy(optimizer.iterations))
