@@ -449,7 +449,7 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     at or None)."""
     from dlref.callbacks import (AtomicCheckpoint, EpochLog, RocAuc, StageMark, make_callbacks,
                                  validation_outputs)
-    from dlref.fused import fused_steps, group_size
+    from dlref.fused import fused_steps, plan
     from dlref.resumable import ResumableEarlyStopping, best_value, read_history
 
     first, end = epochs
@@ -470,13 +470,13 @@ def _fit_stage(module, config, data, run_dir, requests, model, epochs, stage_sta
     epoch_log = EpochLog(module.MONITOR, module.MODE, config.epochs,
                          best_value(history, module.MONITOR, module.MODE))
     options = fit_options(module, config)
-    fused = group_size(data.train, config.batch_size,
+    fused, rows = plan(model, data.train, config.batch_size,
                        math.ceil(len(data.train[1]) / config.batch_size)) if getattr(
-        module, "FUSED_STEPS", False) else 1
+        module, "FUSED_STEPS", False) else (1, None)
     batches, steps = epoch_batches(data.train, config.batch_size, config.seed, first, end,
-                                   shuffle=options["shuffle"], group=fused)
+                                   shuffle=options["shuffle"], group=fused, rows=rows)
     roc = next((c for c in callbacks if isinstance(c, RocAuc)), None)
-    with fused_steps(model, fused, steps), validation_outputs(model, roc):
+    with fused_steps(model, fused, steps, rows), validation_outputs(model, roc):
         try:
             model.fit(batches, steps_per_epoch=steps, initial_epoch=first, epochs=end,
                       shuffle=False,  # epoch_batches shuffles.
@@ -527,7 +527,8 @@ def fit_options(module, config):
     return options
 
 
-def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True, group=1):
+def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True, group=1,
+                  rows=None):
     """The training rows in a new order each epoch, an order drawn from (seed, epoch) alone.
 
     Keras shuffles arrays with a generator that starts over with every `fit`, so a run resumed
@@ -541,19 +542,23 @@ def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True, gr
     training step of the multiclass network. The orders differ between the two, so a run
     resumes on the backend it started on. On JAX the rows of `group` batches at a time (the
     batches dlref.fused trains in one call) are gathered as one array, and its batches are
-    consecutive parts of it, which the fused step stacks without copying them again.
+    consecutive parts of it, which the fused step stacks without copying them again. With
+    `rows` (dlref.fused.DeviceRows: the arrays already on the device), each batch is `(its row
+    numbers,)`, in the same order.
     """
-    rows = len(train[1])
+    count = len(train[1])
     if backend.current() != "tensorflow":
-        return _numpy_batches(train, batch_size, seed, first_epoch, epochs, shuffle, group), \
-            math.ceil(rows / batch_size)
+        orders = _orders(count, seed, first_epoch, epochs, shuffle)
+        feed = (rows.batches(orders, batch_size) if rows is not None
+                else _numpy_batches(train, batch_size, orders, group))
+        return feed, math.ceil(count / batch_size)
     import tensorflow as tf
 
     tensors = tf.nest.map_structure(tf.convert_to_tensor, tuple(train))
 
     def one_epoch(epoch):
         seed_pair = tf.stack([tf.constant(int(seed), tf.int64), epoch])
-        order = tf.range(rows, dtype=tf.int64)
+        order = tf.range(count, dtype=tf.int64)
         if shuffle:
             order = tf.random.experimental.stateless_shuffle(order, seed=seed_pair)
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
@@ -563,17 +568,23 @@ def epoch_batches(train, batch_size, seed, first_epoch, epochs, shuffle=True, gr
 
     dataset = tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE), math.ceil(rows / batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE), math.ceil(count / batch_size)
 
 
-def _numpy_batches(train, batch_size, seed, first_epoch, epochs, shuffle, group=1):
-    import keras
+def _orders(rows, seed, first_epoch, epochs, shuffle):
+    """Each epoch's order of the rows, drawn from (seed, epoch) alone."""
     import numpy as np
 
-    rows, span = len(train[1]), batch_size * max(group, 1)
     for epoch in range(first_epoch, epochs):
-        order = (np.random.default_rng([int(seed), epoch]).permutation(rows) if shuffle
-                 else np.arange(rows))
+        yield (np.random.default_rng([int(seed), epoch]).permutation(rows) if shuffle
+               else np.arange(rows))
+
+
+def _numpy_batches(train, batch_size, orders, group=1):
+    import keras
+
+    rows, span = len(train[1]), batch_size * max(group, 1)
+    for order in orders:
         for start in range(0, rows, span):
             gathered = _rows(train, order[start:start + span])
             for offset in range(0, min(span, rows - start), batch_size):

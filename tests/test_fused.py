@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from dlref import backend, training
-from dlref.fused import MAX_BATCH_BYTES, MAX_STEPS, fused_steps, group_size, stacked_parts
+from dlref import fused
+from dlref.fused import (MAX_BATCH_BYTES, MAX_STEPS, DeviceRows, fused_steps, group_size, plan,
+                         stacked_parts)
 
 on_jax = pytest.mark.skipif(backend.current() != "jax",
                             reason="fused steps are JAX-only (make test-jax runs these)")
@@ -28,25 +30,29 @@ def _model():
     return model
 
 
-def _fit(model, train, val, epochs, steps, batch_size=16, first=0):
-    """dlref's way of fitting (batches running on across epochs), with `steps` per call."""
-    batches, per_epoch = training.epoch_batches(train, batch_size, 7, first, epochs, group=steps)
-    with fused_steps(model, steps, per_epoch):
+def _fit(model, train, val, epochs, steps, batch_size=16, first=0, device=False):
+    """dlref's way of fitting (batches running on across epochs), with `steps` per call, and
+    with `device`, the rows gathered on the device."""
+    rows = DeviceRows(train) if device else None
+    batches, per_epoch = training.epoch_batches(train, batch_size, 7, first, epochs, group=steps,
+                                                rows=rows)
+    with fused_steps(model, steps, per_epoch, rows):
         history = model.fit(batches, steps_per_epoch=per_epoch, initial_epoch=first,
                             epochs=epochs, validation_data=val, shuffle=False, verbose=0)
     return history.history
 
 
 @on_jax
+@pytest.mark.parametrize("device", [False, True], ids=["host", "device"])
 @pytest.mark.parametrize("steps", [3, 16])
-def test_fused_steps_train_as_single_steps_do(steps):
+def test_fused_steps_train_as_single_steps_do(steps, device):
     # 250 rows at batch 16: 16 batches an epoch, the last of 10 rows. With 3 per call the
     # epoch's last group is short (16 = 5 x 3 + 1); with 16 an epoch is one call but its last
     # batch has another shape.
     train, val = _data(), _data(80, seed=1)
     single, fused = _model(), _model()
     expected = _fit(single, train, val, epochs=3, steps=1)
-    found = _fit(fused, train, val, epochs=3, steps=steps)
+    found = _fit(fused, train, val, epochs=3, steps=steps, device=device)
     for key in expected:
         np.testing.assert_allclose(found[key], expected[key], rtol=1e-5, err_msg=key)
     for mine, theirs in zip(fused.get_weights(), single.get_weights(), strict=True):
@@ -71,12 +77,13 @@ def test_validation_evaluate_and_predict_read_every_row_around_fused_training():
 
 
 @on_jax
-def test_a_resumed_fit_groups_its_epochs_as_an_uninterrupted_one():
+@pytest.mark.parametrize("device", [False, True], ids=["host", "device"])
+def test_a_resumed_fit_groups_its_epochs_as_an_uninterrupted_one(device):
     train, val = _data(), _data(80, seed=1)
     whole, parts = _model(), _model()
-    _fit(whole, train, val, epochs=2, steps=5)
-    _fit(parts, train, val, epochs=1, steps=5)
-    _fit(parts, train, val, epochs=2, steps=5, first=1)
+    _fit(whole, train, val, epochs=2, steps=5, device=device)
+    _fit(parts, train, val, epochs=1, steps=5, device=device)
+    _fit(parts, train, val, epochs=2, steps=5, first=1, device=device)
     for mine, theirs in zip(parts.get_weights(), whole.get_weights(), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
 
@@ -91,6 +98,39 @@ def test_group_size_caps_steps_and_fuses_small_batches_only():
     assert group_size(rows, 1024, steps_per_epoch=1000) == 1  # 3.2 MB batches: step by step.
     images = np.zeros((10, 224, 224, 3), "float32"), np.zeros(10)
     assert group_size(images, 2, steps_per_epoch=100) == 1  # Not fused: too large.
+
+
+@on_jax
+def test_plan_gathers_large_batches_of_a_small_table_on_the_device(monkeypatch):
+    model = _model()
+    table = np.zeros((2000, 784), "float32"), np.zeros(2000, "int64")  # 6.3 MB
+    group, rows = plan(model, table, 1024, steps_per_epoch=2)
+    assert group == 2 and isinstance(rows, DeviceRows)
+    assert [tuple(leaf.shape) for leaf in rows.first] == [(1, 784), (1,)]
+    # Batch 32 (100 KB): on the host, 32 a call.
+    assert plan(model, table, 32, steps_per_epoch=63) == (MAX_STEPS, None)
+    monkeypatch.setattr(fused, "MAX_DEVICE_BYTES", 2**20)  # A table too large for the device:
+    assert plan(model, table, 1024, steps_per_epoch=2) == (1, None)  # 3.2 MB host batches.
+    monkeypatch.setattr(fused, "MAX_DEVICE_BYTES", 2**30)
+    words = np.array(["a"] * 2000).reshape(-1, 1), table[1]  # Not numbers: on the host.
+    assert plan(model, words, 1024, steps_per_epoch=2)[1] is None
+    assert plan(model, table, 2000, steps_per_epoch=1) == (1, None)  # One step: no fusing.
+    monkeypatch.setattr(backend, "current", lambda: "tensorflow")
+    assert plan(model, table, 1024, steps_per_epoch=2)[1] is None
+
+
+@on_jax
+def test_device_rows_are_the_batches_of_the_host_in_the_same_order():
+    train = _data(50)
+    rows = DeviceRows(train)
+    host, _ = training.epoch_batches(train, 8, 7, 1, 3)
+    numbers, _ = training.epoch_batches(train, 8, 7, 1, 3, rows=rows)
+    host, numbers = list(host), list(numbers)
+    assert len(numbers) == len(host) == 2 * 7
+    for batch, (indices,) in zip(host, numbers, strict=True):
+        assert indices.dtype == np.int32
+        for part, expected in zip(fused._gather(rows.arrays, indices), batch, strict=True):
+            np.testing.assert_array_equal(np.asarray(part), expected)
 
 
 def test_batches_gathered_by_group_are_the_same_batches(monkeypatch):
@@ -148,19 +188,22 @@ def test_only_the_dense_recipes_declare_fused_steps():
 
 
 @on_jax
-def test_a_dense_recipe_trains_fused_through_the_cli(tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", [False, True], ids=["host", "device"])
+def test_a_dense_recipe_trains_fused_through_the_cli(tmp_path, monkeypatch, device):
     import helpers
-    from dlref import fused
 
-    done = []  # Batches of the epoch done after each call.
+    done, gathered = [], set()  # Batches of the epoch done after each call; where.
     call = fused._FusedTrainFunction.__call__
 
     def counted(self, state, iterator):
         found = call(self, state, iterator)
         done.append(self.done)
+        gathered.add(self.arrays is not None)
         return found
 
     monkeypatch.setattr(fused._FusedTrainFunction, "__call__", counted)
+    if device:  # Batches of 8 rows, gathered on the device.
+        monkeypatch.setattr(fused, "MIN_DEVICE_BATCH_BYTES", 1)
     data = helpers.regression_csv(tmp_path / "houses.csv", rows=400)
     result = helpers.invoke("train", "regression", "--data", data, "--target", "y",
                             "--epochs", 2, "--set", "batch_size=8")
@@ -170,3 +213,8 @@ def test_a_dense_recipe_trains_fused_through_the_cli(tmp_path, monkeypatch):
     assert batches > 32  # ~280 rows: a group of 32 batches, then the epoch's last few.
     epoch = [*range(32, batches, 32), 0]
     assert done == epoch * 2
+    assert gathered == {device}
+    output = tmp_path / "predicted.csv"
+    helpers.assert_ok(helpers.invoke("predict", helpers.only_run(tmp_path / "runs"), "--data",
+                                     data, "--output", output))
+    assert len(output.read_text().splitlines()) == 401
