@@ -67,8 +67,9 @@ class Case:
         sets: --set overrides beyond epochs, batch size and early stopping.
         generated: "regression", "binary" or "multiclass" for a generated table, "images" for
             a generated image folder, "" for the recipe's built-in data.
-        short: the backends its epochs are short on (seconds at most): SHORT_EPOCHS and
+        short: the backends its epochs are short on (seconds at most): `short_epochs` and
             SHORT_PAIRS there.
+        short_epochs: epochs per measurement on those backends.
     """
 
     label: str
@@ -77,10 +78,11 @@ class Case:
     sets: tuple = ()
     generated: str = ""
     short: tuple = ()
+    short_epochs: int = SHORT_EPOCHS
 
     def epochs(self, default, backend):
         """Epochs per measurement: `default` (EPOCHS, or --quick's), more for short epochs."""
-        return SHORT_EPOCHS if backend in self.short and default == EPOCHS else default
+        return self.short_epochs if backend in self.short and default == EPOCHS else default
 
     def pairs(self, wanted, backend):
         """Runs of dlref and of bare Keras per measurement: `wanted` (--pairs) where it is not
@@ -115,7 +117,10 @@ def cases(quick):
              short=BACKENDS),
         Case("cnn", "cnn", "built-in digits, 28x28"),
         Case("cnn-augmented", "cnn-augmented", "built-in digits, 28x28, augmentation layers"),
-        Case("timeseries", "timeseries", "built-in CO2, windows of 10", short=BACKENDS),
+        # Epochs of 0.05-0.15 s: over 10 of them two runs in turn differed by more than dlref
+        # adds.
+        Case("timeseries", "timeseries", "built-in CO2, windows of 10", short=BACKENDS,
+             short_epochs=3 * SHORT_EPOCHS),
         Case("text-cnn", "text", "built-in IMDB, 11 % of it, Conv1D x3", few_texts),
         Case("text-lstm", "text-lstm", "built-in IMDB, 11 % of it, LSTM(10)", few_texts),
         Case("seq2seq", "seq2seq", "built-in numbers, LSTM(256) x2"),
@@ -316,36 +321,44 @@ def bare_keras(args):
 
 
 def training_flops(model):
-    """Training FLOPs per sample: 3 x the forward pass's (its two backward matmuls cost about
-    as much again each), counting 2 per multiply-add of Dense, Conv1D, Conv2D, Conv2DTranspose
-    and LSTM layers. None where a layer's cost is not known here: a nested model (transfer's
-    base, the GAN's two networks) or another layer with trainable weights. Layers without
-    them (pooling, dropout, augmentation) and embedding look-ups count 0. None too where a
-    length is unknown until the data comes (seq2seq's sequences)."""
+    """Training FLOPs per sample, counting 2 per multiply-add of Dense, Conv1D, Conv2D,
+    Conv2DTranspose and LSTM layers: the forward pass, the gradient of the weights (as much
+    again) and, for a layer after one with weights, the gradient of its input (as much again).
+    The first layer with weights gets no input gradient (nothing before it needs one; both
+    backends leave it out), so a network whose first layer holds most of its work, like
+    regression's 784-32-1, trains at about 2x its forward pass, not 3x. An LSTM's recurrent
+    matmuls need their input gradient in any layer. None where a layer's cost is not known
+    here: a nested model (transfer's base, the GAN's two networks) or another layer with
+    trainable weights. Layers without them (pooling, dropout, augmentation) and embedding
+    look-ups count 0. None too where a length is unknown until the data comes (seq2seq's
+    sequences)."""
     import keras
 
-    forward = 0
+    total, after_weights = 0, False
     for layer in model.layers:
         kind = type(layer).__name__
         kernel = getattr(layer, "kernel", None)
+        passes = 3 if after_weights else 2  # Forward, weights' gradient, input's gradient.
         if kind == "Dense":
             positions = _size(layer.output.shape[1:-1])  # Dense on sequences: per step.
-            forward = _add(forward, 2 * math.prod(kernel.shape), positions)
+            total = _add(total, passes * 2 * math.prod(kernel.shape), positions)
         elif kind in ("Conv1D", "Conv2D"):
-            forward = _add(forward, 2 * math.prod(kernel.shape), _size(layer.output.shape[1:-1]))
+            total = _add(total, passes * 2 * math.prod(kernel.shape),
+                         _size(layer.output.shape[1:-1]))
         elif kind == "Conv2DTranspose":
-            forward = _add(forward, 2 * math.prod(kernel.shape),
-                           _size(_first(layer.input).shape[1:-1]))
+            total = _add(total, passes * 2 * math.prod(kernel.shape),
+                         _size(_first(layer.input).shape[1:-1]))
         elif kind == "LSTM":
             cell = layer.cell
             steps = _first(layer.input).shape[1]
-            forward = _add(forward, 2 * (math.prod(cell.kernel.shape)
-                                         + math.prod(cell.recurrent_kernel.shape)), steps)
+            total = _add(total, passes * 2 * math.prod(cell.kernel.shape)
+                         + 3 * 2 * math.prod(cell.recurrent_kernel.shape), steps)
         elif isinstance(layer, keras.Model):
             return None  # A nested model.
         elif layer.trainable_weights and kind not in ("Embedding", "BatchNormalization"):
             return None
-    return 3 * forward if forward is not None else None
+        after_weights = after_weights or bool(layer.trainable_weights)
+    return total
 
 
 def _size(shape):
@@ -502,10 +515,14 @@ def print_recipe_table(cells, peaks, infos, epochs):
     faster = _faster(cells)
     print(f"\n### Every recipe on both backends ({os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')})\n")
-    short = ", ".join(dict.fromkeys(f"{c.case.label} on {c.backend}" if len(c.case.short) == 1
-                                    else c.case.label for c in cells if c.backend in c.case.short))
-    more = (f", {SHORT_EPOCHS} for {short}, whose epochs are short: the mean then includes "
-            "rounds of checkpoint writes" if short and epochs == EPOCHS else "")
+    short = {}  # Epochs: the cases that run them.
+    for c in cells:
+        if c.backend in c.case.short:
+            where = f"{c.case.label} on {c.backend}" if len(c.case.short) == 1 else c.case.label
+            short.setdefault(c.case.short_epochs, {})[where] = None
+    more = (", " + ", ".join(f"{count} for {', '.join(where)}" for count, where in short.items())
+            + ", whose epochs are short: the mean then includes rounds of checkpoint writes"
+            if short and epochs == EPOCHS else "")
     measured = [cell for cell in cells if cell.runs]
     several = list(dict.fromkeys(cell.case.label for cell in measured if cell.runs > 1))
     repeated = ""
@@ -517,8 +534,9 @@ def print_recipe_table(cells, peaks, infos, epochs):
     print(f"Samples/s: training rows over the mean epoch after the first ({epochs} epochs"
           f"{more}; the first compiles).{repeated} dlref: `dlref train`, every callback on; "
           "bare: one Keras `fit` of the same model on the same data and backend. dlref/bare: "
-          "seconds per epoch, dlref over bare. GFLOP/s: 3 x the forward pass's FLOPs (Dense, "
-          "Conv, LSTM layers) per sample, at dlref's samples/s; n/a where not computed. "
+          "seconds per epoch, dlref over bare. GFLOP/s: the training FLOPs per sample of the "
+          "Dense, Conv and LSTM layers (forward, weight gradients and the input gradients of "
+          "all but the first layer), at dlref's samples/s; n/a where not computed. "
           "Backend: * = faster of the two at that batch.\n")
     print("| recipe | data | batch | backend | dlref samples/s | bare samples/s | dlref/bare "
           "| GFLOP/s (% of peak) | declared backend |")
