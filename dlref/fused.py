@@ -19,7 +19,7 @@ Where the batches are large (MIN_DEVICE_BATCH_BYTES) and the training table is n
 are row numbers: each compiled call gathers its rows there. Gathering them on the host and
 copying them in, 100 MB a call at batch 1,024, cost more than the steps of a narrow network:
 the regression network (784-32-1) on 42,000 rows at batch 1,024 in plain JAX here trained
-0.27-0.31 M samples/s so, 0.73-0.95 M with its rows gathered on the device. At batch 32 the
+0.27-0.32 M samples/s so, 0.73-0.95 M with its rows gathered on the device. At batch 32 the
 gather in each step cost more than the copy it saves. Host batches fuse only under
 MAX_BATCH_BYTES.
 
@@ -48,8 +48,8 @@ MAX_BATCH_BYTES = 2**20
 # are gathered on the device (DeviceRows; the table is a second copy in memory on a CPU). The
 # regression network in plain JAX here, 42,000 x 784 rows, 32 steps a call, gathered on the
 # device in the scan against on the host (s an epoch): at batch 32 (100 KB) 0.124-0.161
-# against 0.107-0.114, at 64 0.094 against 0.097-0.105, at 128 0.061 against 0.085-0.107,
-# at 512 0.041-0.045 against 0.084-0.092, at 1,024 0.035-0.036 against 0.104-0.107.
+# against 0.107-0.121, at 64 0.094 against 0.097-0.105, at 128 0.061 against 0.085-0.107,
+# at 512 0.041-0.045 against 0.084-0.092, at 1,024 0.035-0.045 against 0.104-0.120.
 MIN_DEVICE_BATCH_BYTES = 2**17
 MAX_DEVICE_BYTES = 2**30
 
@@ -58,13 +58,14 @@ def plan(model, train, batch_size, steps_per_epoch):
     """(batches per compiled call, DeviceRows or None) for a fit of `model` on the training
     arrays `train` at `batch_size`: the rows gathered on the device where fusing applies and
     the batches and table are of a size for it, else group_size's grouping of host batches."""
-    group = int(max(1, min(MAX_STEPS, steps_per_epoch)))
-    table, batch = _sizes(train, batch_size)
+    group = _capped(steps_per_epoch)
+    leaves = _leaves(train)
+    table, batch = _sizes(leaves, batch_size)
     if (group > 1 and _applies(model, group) and hasattr(model, "_symbolic_build")
             and MIN_DEVICE_BATCH_BYTES <= batch and table <= MAX_DEVICE_BYTES
-            and all(leaf.dtype.kind in "biuf" for leaf in _leaves(train))):
+            and all(leaf.dtype.kind in "biuf" for leaf in leaves)):
         return group, DeviceRows(train)
-    return group_size(train, batch_size, steps_per_epoch), None
+    return (group if batch < MAX_BATCH_BYTES else 1), None
 
 
 class DeviceRows:
@@ -111,13 +112,17 @@ def group_size(train, batch_size, steps_per_epoch):
     """Batches per compiled call for training arrays `train` at `batch_size` gathered on the
     host: MAX_STEPS, never more than an epoch's batches, and 1 (no fusing) for batches of
     MAX_BATCH_BYTES or more, whose copies cost more than fusing saves."""
-    fuses = _sizes(train, batch_size)[1] < MAX_BATCH_BYTES
-    return int(max(1, min(MAX_STEPS, steps_per_epoch))) if fuses else 1
+    fuses = _sizes(_leaves(train), batch_size)[1] < MAX_BATCH_BYTES
+    return _capped(steps_per_epoch) if fuses else 1
 
 
-def _sizes(train, batch_size):
-    """(bytes of the training arrays, bytes of a batch of them)."""
-    leaves = _leaves(train)
+def _capped(steps_per_epoch):
+    """MAX_STEPS, never more than an epoch's batches, at least 1."""
+    return int(max(1, min(MAX_STEPS, steps_per_epoch)))
+
+
+def _sizes(leaves, batch_size):
+    """(bytes of the training arrays `leaves`, bytes of a batch of them)."""
     table = sum(leaf.nbytes for leaf in leaves)
     rows = max(len(leaves[0]), 1) if leaves else 1
     return table, max(table / rows * batch_size, 1)
