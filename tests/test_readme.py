@@ -23,7 +23,7 @@ The commands run in order, in a working folder under tmp_path that holds a copy 
 - test_tour_as_written (slow): every command through bash, exactly as the README writes it.
 - test_tour_smoke (default suite): the same commands in the same order, with `dlref` run
   in-process and its training shortened (`train ... --epochs 1`, `tune ... --max-epochs 1`,
-  and QUICKER's settings for the recipes that train more than their epochs);
+  and QUICKER's settings for the recipes that train on large built-in data);
   servers are skipped. It catches a renamed option, a missing file or a changed error message.
 - The static tests check that the tour was found and that every file it names exists.
 """
@@ -332,10 +332,10 @@ def needs_shell(text):
     return any(set(token) <= set("();<>|&") for token in lexer) or "$" in text or "`" in text
 
 
-# Work a recipe does before or after its epochs, cut down for the smoke test like the epochs:
-# transfer's pretraining of its built-in base, the GAN judge's training and its samples.
-QUICKER = {"transfer": ["--set", "pretrain_epochs=1"],
-           "gan": ["--set", "judge_epochs=1", "--set", "quality_samples=64"]}
+# The recipes that train on large built-in data get the quick settings of test_training
+# (smaller networks; transfer's pretraining of its base, the GAN judge's training and its
+# samples cut down like the epochs).
+QUICKER = helpers.QUICK
 # The DQN counts environment steps, not epochs: a few hundred, with short tests.
 STEPS = {"dqn": ["--steps", "300", "--set", "test_interval=150", "--set", "test_episodes=2",
                  "--set", "eval_episodes=2"]}
@@ -343,7 +343,7 @@ STEPS = {"dqn": ["--steps", "300", "--set", "test_interval=150", "--set", "test_
 
 def shortened(argv):
     """argv of a training command cut to its first epoch (the smoke test's only change, with
-    QUICKER's settings for the recipes that train more than their epochs)."""
+    QUICKER's settings for the recipes that train on large built-in data)."""
     if argv[:2] == ["dlref", "train"] and "--resume" not in argv:
         recipe = argv[2] if len(argv) > 2 else ""
         if recipe.split("-")[0] in STEPS:

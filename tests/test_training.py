@@ -61,22 +61,13 @@ def _check_run_folder(run_dir, recipe):
     return manifest
 
 
-# Settings that make one epoch on a large built-in dataset quick (25,000 IMDB reviews).
-QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16"],
-         "cnn": ["--set", "filters=[8,8]", "--set", "dense_units=[32,16]"],
-         "transfer": ["--set", "pretrain_epochs=1", "--set", "per_class=5",
-                      "--set", "dense_units=16", "--set", "scratch_baseline=false"],
-         "gan": ["--set", "generator_filters=16", "--set", "discriminator_filters=8",
-                 "--set", "judge_epochs=1", "--set", "quality_samples=100"]}
-
-
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_trains_on_its_builtin_data(recipe, runs_root):
     # No --data: the offline built-in default (wine, breast cancer, digits) is what a new
     # user's first command trains on.
     if backend.current() not in registry.info(recipe).get("backends", backend.BACKENDS):
         pytest.skip(f"{recipe} cannot run on {backend.current()}, this process's backend")
-    result = helpers.invoke("train", recipe, "--epochs", 1, *QUICK.get(recipe, []))
+    result = helpers.invoke("train", recipe, "--epochs", 1, *helpers.QUICK.get(recipe, []))
     helpers.assert_ok(result)
     run_dir = helpers.only_run(runs_root, recipe)
     manifest = _check_run_folder(run_dir, recipe)
@@ -93,7 +84,8 @@ def test_preset_trains_on_tiny_data(preset, runs_root, tmp_path):
         writer, target = helpers.TINY_DATA[recipe]
         data = ["--data", writer(tmp_path / "tiny.csv"), "--target", target]
     else:
-        data = QUICK.get(recipe, [])  # A recipe with no tiny table trains on its built-in data.
+        # A recipe with no tiny table trains on its built-in data.
+        data = helpers.QUICK.get(recipe, [])
     result = helpers.invoke("train", preset, *data, "--epochs", 1)
     helpers.assert_ok(result)
     manifest = _check_run_folder(helpers.only_run(runs_root, recipe), recipe)
