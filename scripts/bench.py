@@ -461,9 +461,13 @@ def measure_cell(cell, args, epochs, pairs, folder):
         cell.runs = index + 1
 
 
-def recipe_section(selected, backends, epochs, quick, folder, pairs=0):
-    """Measures every selected case on every backend at its default batch and at 1,024;
-    returns (cells, {backend: matmul peak GFLOP/s or an error string}, {recipe: info})."""
+BATCH_COLUMNS = ("default", str(BIG_BATCH))
+
+
+def recipe_section(selected, backends, epochs, quick, folder, pairs=0, columns=BATCH_COLUMNS):
+    """Measures every selected case on every backend at its default batch and at 1,024 (the
+    `columns` of BATCH_COLUMNS); returns (cells, {backend: matmul peak GFLOP/s or an error
+    string}, {recipe: info})."""
     from dlref import registry, training
 
     peaks = {}
@@ -477,7 +481,9 @@ def recipe_section(selected, backends, epochs, quick, folder, pairs=0):
         recipe, _, values = training.resolve_config(case.name, overrides=case.sets)
         info = infos[case.label] = registry.info(recipe)
         args = case_args(case, folder, quick)
-        for batch in dict.fromkeys((values["batch_size"], BIG_BATCH)):
+        chosen = [values["batch_size"] if column == "default" else BIG_BATCH
+                  for column in columns]
+        for batch in dict.fromkeys(chosen):
             for backend in backends:
                 cell = Cell(case, batch, backend, info.get("backend", "tensorflow"))
                 cells.append(cell)
@@ -753,6 +759,9 @@ def main():
                         help="runs of dlref and of bare Keras per recipe cell, in turn, the "
                              f"fastest kept (default: {SHORT_PAIRS} where epochs are short, "
                              "else 1; --quick: 1)")
+    parser.add_argument("--batches", default=",".join(BATCH_COLUMNS),
+                        help="comma-separated batch columns of the per-recipe section: "
+                             f"default (each recipe's own) and {BIG_BATCH}")
     args = parser.parse_args()
     if args.pairs < 0:
         parser.error("--pairs must be 0 (the default per case) or more")
@@ -763,6 +772,7 @@ def main():
     wanted = _names(args.recipes, known, "recipes")
     backends = _names(args.backends, BACKENDS, "backends")
     sections = _names(args.sections, SECTIONS, "sections")
+    columns = _names(args.batches, BATCH_COLUMNS, "batches")
     epochs = 2 if args.quick else EPOCHS
     rows = table_rows(args.quick)
     if "overhead" in sections and "recipes" not in sections:
@@ -774,7 +784,7 @@ def main():
         if "recipes" in sections:
             selected = [case for case in all_cases if case.selected(wanted)]
             cells, peaks, infos = recipe_section(selected, backends, epochs, args.quick, folder,
-                                                 args.pairs or int(args.quick))
+                                                 args.pairs or int(args.quick), columns)
         if "overhead" in sections:
             found = overhead(cells, folder, epochs, args.quick)
     print(f"\n## dlref benchmark ({os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
