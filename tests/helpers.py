@@ -125,8 +125,11 @@ TINY_DATA = {
 }
 
 # Settings that make one epoch on a large built-in dataset quick (25,000 IMDB reviews, 5,000
-# digits): smaller networks, and less of the work a recipe does around its epochs.
-QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16"],
+# digits): smaller networks, and less of the work a recipe does around its epochs. Text trains
+# on 11 % of its reviews and is tested on 4 %: its TF-IDF baseline took 20 s on the default
+# 70 % and 15 %.
+QUICK = {"text": ["--set", "sequence_length=16", "--set", "filters=16",
+                  "--set", "val_fraction=0.85", "--set", "test_fraction=0.04"],
          "cnn": ["--set", "filters=[8,8]", "--set", "dense_units=[32,16]"],
          "transfer": ["--set", "pretrain_epochs=1", "--set", "per_class=5",
                       "--set", "dense_units=16", "--set", "scratch_baseline=false"],
