@@ -54,6 +54,16 @@ def test_a_messy_series_is_sorted_regularised_and_filled(tmp_path):
     assert series.season_of(found) == 7 and series.season_of(found, 12) == 12
 
 
+def test_a_row_repeated_whole_is_kept_once(tmp_path):
+    path = _daily(tmp_path / "s.csv", days=60, blank=(12,))
+    lines = path.read_text().splitlines(keepends=True)
+    # Row 30 twice more, and the empty value of row 12 twice: an export appended to itself.
+    path.write_text("".join(lines + [lines[31], lines[31], lines[13]]))
+    found = series.read(Source(data=str(path), target="sales", date_column="day"))
+    assert len(found.values) == 60 and found.frequency == "D"
+    assert "Left out 3 repeated rows" in " ".join(found.notes)
+
+
 def test_splits_follow_time_and_the_scaler_sees_the_training_period_only(tmp_path):
     found = series.read(Source(data=str(_daily(tmp_path / "s.csv", days=200)), target="sales",
                                date_column="day"))
@@ -130,7 +140,8 @@ def test_predict_a_horizon_and_evaluate_another_file(tmp_path, runs_root):
     ("day,sales\n2024-01-01,1\n2024-01-02,2\n", ["2 values", "too few for windows of 5"]),
     ("day,sales\n2024-01-01,1\n2024-01-02,abc\n", ["holds text", "file lines 3", "'abc'"]),
     ("day,sales\n2024-01-01,1\nsoon,2\n", ["dates pandas cannot read", "'soon'"]),
-    ("day,sales\n2024-01-01,1\n2024-01-01,2\n", ["share a timestamp", "aggregate"]),
+    ("day,sales\n2024-01-01,1\n2024-01-01,2\n", ["share a timestamp", "different values",
+                                                  "aggregate"]),
     ("day,price\n2024-01-01,1\n", ["no column 'sales'", "day, price"]),
     ("day,sales\n2024-01-01,\n2024-01-02,\n", ["has no values"]),
 ])

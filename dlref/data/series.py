@@ -169,12 +169,18 @@ def _sorted(series):
     if np.any(order != np.arange(len(order))):
         series.notes.append("Rows sorted by date.")
     dates, values = series.dates[order], series.values[order]
+    # A row repeated whole (an export run twice, a copy-paste) says nothing new: kept once.
+    repeated = pd.DataFrame({"date": dates, "value": values}).duplicated().to_numpy()
+    if repeated.any():
+        series.notes.append(f"Left out {plural(int(repeated.sum()), 'repeated row')} (the same "
+                            "timestamp and value as a row before it).")
+        dates, values = dates[~repeated], values[~repeated]
     duplicated = dates.duplicated(keep=False)
     if duplicated.any():
         shown = listing(sorted({str(d) for d in dates[duplicated]}), 5)
         raise DlrefError(f"{series.where}: {plural(int(duplicated.sum()), 'row')} share a "
-                         f"timestamp ({shown}). Keep one row per time (or aggregate them, e.g. "
-                         "a daily sum) and try again.")
+                         f"timestamp ({shown}) with different values. Keep one row per time "
+                         "(or aggregate them, e.g. a daily sum) and try again.")
     return dataclasses.replace(series, dates=dates, values=values)
 
 
