@@ -143,6 +143,24 @@ def test_leaking_column_is_named_in_a_warning(tmp_path):
     assert not _load(_write(_messy(), tmp_path / "clean.csv")).warnings
 
 
+def test_classes_written_two_ways_are_warned_about(tmp_path):
+    from dlref.data import target
+
+    assert target.label_warnings(["no", "yes", "Yes ", "New  York", "new york", "Oslo"],
+                                 "city") == [
+        "Warning: the classes 'yes' and 'Yes ' of 'city' differ only in letter case or spacing; "
+        "they are trained as different classes. If they are one, write them alike in the file.",
+        "Warning: the classes 'New  York' and 'new york' of 'city' differ only in letter case or "
+        "spacing; they are trained as different classes. If they are one, write them alike in "
+        "the file."]
+    assert target.label_warnings(["0", "1"], "y") == []
+    table = _messy()
+    table["Port"] = np.array(["south", "South", "north"], dtype=object)[np.arange(len(table)) % 3]
+    data = _load(_write(table, tmp_path / "p.csv"), task="multiclass", target="Port")
+    assert data.meta["classes"] == ["South", "north", "south"]
+    assert [line for line in data.warnings if "'South' and 'south'" in line]
+
+
 def test_leaking_copy_of_a_regression_target(tmp_path):
     header, rows = helpers.regression_rows(rows=60)
     table = pd.DataFrame(rows, columns=header)

@@ -119,6 +119,22 @@ def test_the_vocabulary_is_fitted_on_the_training_split_only(tmp_path):
     np.testing.assert_array_equal(again.train[0], data.train[0])
 
 
+def test_labels_written_two_ways_are_warned_about(tmp_path):
+    import dataclasses
+
+    from dlref.recipes import text
+
+    rows = [(review, label.upper() if index % 9 == 0 else label)
+            for index, (review, label) in enumerate(_reviews(90))]
+    path = helpers.write_csv(tmp_path / "r.csv", ["text", "label"], rows)
+    config = dataclasses.replace(text.Config(), sequence_length=6)
+    data = text.load_data(config, Source(data=str(path), target="label"))
+    assert len(data.meta["classes"]) == 4  # Kept apart, as the file writes them.
+    assert len(data.warnings) == 2 and "'NEGATIVE' and 'negative'" in " ".join(data.warnings)
+    clean = helpers.write_csv(tmp_path / "clean.csv", ["text", "label"], _reviews(60))
+    assert not text.load_data(config, Source(data=str(clean), target="label")).warnings
+
+
 # --- Training, evaluating, predicting ----------------------------------------------------------
 
 

@@ -130,6 +130,19 @@ def encode(series, task, positive_class=None):
     return np.array([index[v] for v in labels], dtype="int32"), {"classes": classes}
 
 
+def label_warnings(classes, name):
+    """Warning lines for classes that differ only in letter case or spacing ('pos' and 'POS',
+    'New York' and 'new  york'): kept apart as the file writes them, but most often one class
+    written two ways."""
+    groups = {}
+    for label in classes:
+        groups.setdefault(" ".join(str(label).split()).casefold(), []).append(str(label))
+    return [f"Warning: the classes {' and '.join(repr(label) for label in labels)} of {name!r} "
+            "differ only in letter case or spacing; they are trained as different classes. If "
+            "they are one, write them alike in the file."
+            for labels in groups.values() if len(labels) > 1]
+
+
 def apply(series, meta, task, where):
     """Encodes the target of another file (pre-split, or evaluate --data) with the classes
     found in training; a class the model never saw is refused (one-vs-rest excepted)."""

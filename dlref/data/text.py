@@ -316,6 +316,7 @@ def load(source, config):
     return Dataset(train=(ids["train"], y[train_rows]), val=(ids["val"], y[val_rows]),
                    test=(ids["test"], y_test), meta=meta,
                    fingerprint=fingerprint(*every, source, meta), notes=notes,
+                   warnings=target.label_warnings(labels_meta["classes"], found.target),
                    extra=extra)
 
 
