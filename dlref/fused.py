@@ -65,7 +65,7 @@ def plan(model, train, batch_size, steps_per_epoch):
             and MIN_DEVICE_BATCH_BYTES <= batch and table <= MAX_DEVICE_BYTES
             and all(leaf.dtype.kind in "biuf" for leaf in leaves)):
         return group, DeviceRows(train)
-    return (group if batch < MAX_BATCH_BYTES else 1), None
+    return _host_group(group, batch), None
 
 
 class DeviceRows:
@@ -112,8 +112,12 @@ def group_size(train, batch_size, steps_per_epoch):
     """Batches per compiled call for training arrays `train` at `batch_size` gathered on the
     host: MAX_STEPS, never more than an epoch's batches, and 1 (no fusing) for batches of
     MAX_BATCH_BYTES or more, whose copies cost more than fusing saves."""
-    fuses = _sizes(_leaves(train), batch_size)[1] < MAX_BATCH_BYTES
-    return _capped(steps_per_epoch) if fuses else 1
+    return _host_group(_capped(steps_per_epoch), _sizes(_leaves(train), batch_size)[1])
+
+
+def _host_group(group, batch_bytes):
+    """`group` host batches per call, or 1 for batches of MAX_BATCH_BYTES or more."""
+    return group if batch_bytes < MAX_BATCH_BYTES else 1
 
 
 def _capped(steps_per_epoch):

@@ -23,7 +23,7 @@ The commands run in order, in a working folder under tmp_path that holds a copy 
 - test_tour_as_written (slow): every command through bash, exactly as the README writes it.
 - test_tour_smoke (default suite): the same commands in the same order, with `dlref` run
   in-process and its training shortened (`train ... --epochs 1`, `tune ... --max-epochs 1`,
-  and QUICKER's settings for the recipes that train on large built-in data);
+  and helpers.QUICK's settings for the recipes that train on large built-in data);
   servers are skipped. It catches a renamed option, a missing file or a changed error message.
 - The static tests check that the tour was found and that every file it names exists.
 """
@@ -332,10 +332,6 @@ def needs_shell(text):
     return any(set(token) <= set("();<>|&") for token in lexer) or "$" in text or "`" in text
 
 
-# The recipes that train on large built-in data get the quick settings of test_training
-# (smaller networks; transfer's pretraining of its base, the GAN judge's training and its
-# samples cut down like the epochs).
-QUICKER = helpers.QUICK
 # The DQN counts environment steps, not epochs: a few hundred, with short tests.
 STEPS = {"dqn": ["--steps", "300", "--set", "test_interval=150", "--set", "test_episodes=2",
                  "--set", "eval_episodes=2"]}
@@ -343,12 +339,13 @@ STEPS = {"dqn": ["--steps", "300", "--set", "test_interval=150", "--set", "test_
 
 def shortened(argv):
     """argv of a training command cut to its first epoch (the smoke test's only change, with
-    QUICKER's settings for the recipes that train on large built-in data)."""
+    helpers.QUICK's settings for the recipes that train on large built-in data: smaller
+    networks, less pretraining and judging)."""
     if argv[:2] == ["dlref", "train"] and "--resume" not in argv:
         recipe = argv[2] if len(argv) > 2 else ""
         if recipe.split("-")[0] in STEPS:
             return argv + STEPS[recipe.split("-")[0]]
-        return argv + ["--epochs", "1"] + QUICKER.get(recipe, [])
+        return argv + ["--epochs", "1"] + helpers.QUICK.get(recipe, [])
     if argv[:2] == ["dlref", "tune"] and "--resume" not in argv:
         trials = ["--max-trials", "1"] if {"random", "bayesian"} & set(argv) else []
         return argv + ["--max-epochs", "1"] + trials
