@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,15 @@ import helpers
 from dlref import backend, registry
 
 
-def _dlref(tmp_path, *args, returncode=0):
+def _dlref(tmp_path, *args, on, returncode=0):
+    """`dlref ARGS`, whose Keras loads on backend `on`: in this process when Keras is loaded on
+    it here (the runs root and working folder are tmp_path's, as conftest sets them), else in a
+    subprocess. Returns an object with .returncode, .stdout and .stderr."""
+    if on == backend.current():
+        result = helpers.invoke(*args)
+        assert result.exit_code == returncode, result.output[-4000:] + repr(result.exception)
+        return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout,
+                               stderr=result.stderr)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "DLREF_RUNS_DIR": str(tmp_path / "runs")}
     env.pop("KERAS_BACKEND", None)
     process = subprocess.run([sys.executable, "-m", "dlref.cli", *map(str, args)], cwd=tmp_path,
@@ -30,35 +39,37 @@ def _close(first, second):
 
 def test_a_jax_run_is_recorded_and_its_model_loads_on_tensorflow(tmp_path, binary_csv):
     _dlref(tmp_path, "train", "binary", "--data", binary_csv, "--target", "churned",
-           "--epochs", 2, "--backend", "jax", "--name", "on-jax")
+           "--epochs", 2, "--backend", "jax", "--name", "on-jax", on="jax")
     run_dir = helpers.only_run(tmp_path / "runs", "binary")
     assert helpers.read_json(run_dir / "run.json")["backend"] == "jax"
-    listed = json.loads(_dlref(tmp_path, "runs", "--json").stdout)
+    listed = json.loads(_dlref(tmp_path, "runs", "--json", on=backend.current()).stdout)
     assert [run["backend"] for run in listed] == ["jax"]
     saved = helpers.read_json(run_dir / "metrics.json")["metrics"]
-    on_tensorflow = _dlref(tmp_path, "evaluate", "on-jax", "--backend", "tensorflow", "--json")
+    on_tensorflow = _dlref(tmp_path, "evaluate", "on-jax", "--backend", "tensorflow", "--json",
+                           on="tensorflow")
     _close(json.loads(on_tensorflow.stdout)["metrics"], saved)
-    on_jax = _dlref(tmp_path, "evaluate", "on-jax", "--json")  # The run's own backend.
+    on_jax = _dlref(tmp_path, "evaluate", "on-jax", "--json", on="jax")  # The run's own backend.
     _close(json.loads(on_jax.stdout)["metrics"], saved)
-    _dlref(tmp_path, "predict", "on-jax", "--data", binary_csv, "--backend", "tensorflow")
+    _dlref(tmp_path, "predict", "on-jax", "--data", binary_csv, "--backend", "tensorflow",
+           on="tensorflow")
     assert (tmp_path / "binary.predictions.csv").is_file()
 
 
 def test_a_tensorflow_run_loads_on_jax(tmp_path, regression_csv):
     _dlref(tmp_path, "train", "regression", "--data", regression_csv, "--target", "y",
-           "--epochs", 2, "--name", "on-tf", "--backend", "tensorflow")
+           "--epochs", 2, "--name", "on-tf", "--backend", "tensorflow", on="tensorflow")
     run_dir = helpers.only_run(tmp_path / "runs", "regression")
     assert helpers.read_json(run_dir / "run.json")["backend"] == "tensorflow"
-    on_jax = _dlref(tmp_path, "evaluate", "on-tf", "--backend", "jax", "--json")
+    on_jax = _dlref(tmp_path, "evaluate", "on-tf", "--backend", "jax", "--json", on="jax")
     _close(json.loads(on_jax.stdout)["metrics"],
            helpers.read_json(run_dir / "metrics.json")["metrics"])
 
 
 def test_a_dense_recipe_trains_on_jax_and_is_tuned_on_tensorflow(tmp_path, regression_csv):
     data = ["--data", regression_csv, "--target", "y"]
-    _dlref(tmp_path, "train", "regression", *data, "--epochs", 1)
+    _dlref(tmp_path, "train", "regression", *data, "--epochs", 1, on="jax")
     _dlref(tmp_path, "tune", "regression", *data, "--algorithm", "random", "--max-trials", 1,
-           "--max-epochs", 1)
+           "--max-epochs", 1, on="tensorflow")
     found = {run.name.startswith("tune-"): helpers.read_json(run / "run.json")["backend"]
              for run in helpers.run_folders(tmp_path / "runs", "regression")}
     assert found == {False: "jax", True: "tensorflow"}
@@ -72,7 +83,7 @@ def test_the_same_seed_gives_the_same_epochs_on_jax(tmp_path, regression_csv):
     for name in ("first", "second"):
         _dlref(tmp_path, "train", "regression", "--data", regression_csv, "--target", "y",
                "--epochs", 3, "--seed", 3, "--backend", "jax", "--name", name,
-               "--set", "dropout_rate=0.2")
+               "--set", "dropout_rate=0.2", on="jax")
     first, second = sorted(helpers.run_folders(tmp_path / "runs", "regression"),
                            key=lambda run: run.name.endswith("second"))
     rows = [(run / "history.csv").read_text().splitlines() for run in (first, second)]
@@ -94,7 +105,7 @@ def test_bad_backend_options_are_refused(args, words):
 def test_a_stateful_lstm_is_refused_on_jax(tmp_path):
     # Keras' stateful LSTMs carry no state from batch to batch on JAX: refused, not run wrong.
     process = _dlref(tmp_path, "train", "timeseries", "--backend", "jax", "--set",
-                     "stateful=true", returncode=2)
+                     "stateful=true", on="jax", returncode=2)
     assert "Traceback" not in process.stderr, process.stderr
     assert "stateful=true needs --backend tensorflow" in process.stderr + process.stdout
     assert not (tmp_path / "runs").exists()

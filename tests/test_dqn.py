@@ -102,6 +102,49 @@ def test_a_few_hundred_cartpole_steps_write_a_complete_run(tmp_path, runs_root):
     assert refused.returncode == 2 and "dlref evaluate" in refused.stderr
 
 
+# keras-rl2's Agent.fit under dlref.rl.legacy, with an agent that needs no network and an
+# environment of 100-step episodes: 33,000 steps take about a second after the imports.
+COUNTING = """
+import numpy as np
+import dlref.rl.legacy
+import rl.core
+
+class Env:
+    action_space = None
+    def reset(self):
+        self.t = 0
+        return np.zeros(1)
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1), 1.0, self.t == 100, {}
+
+class Agent(rl.core.Agent):
+    compiled = True
+    def forward(self, observation):
+        return 0
+    def backward(self, reward, terminal):
+        return []
+    @property
+    def metrics_names(self):
+        return []
+
+agent = Agent()
+history = agent.fit(Env(), nb_steps=33_000, verbose=0)
+print(int(agent.step), history.history["nb_steps"][-1], len(history.history["nb_steps"]))
+"""
+
+
+def test_the_step_counter_passes_32767():
+    # Agent.fit counts steps in np.int16: unpatched, the count wraps to -32768 and the loop never
+    # ends (the timeout). dlref.rl.legacy makes rl.core's int16 Python's int.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.run([sys.executable, "-c", COUNTING], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.split() == ["33000", "33000", "330"]
+
+
+@pytest.mark.slow  # test_the_step_counter_passes_32767 checks the counter in seconds.
 def test_a_run_longer_than_32767_steps_counts_them(tmp_path, runs_root):
     # keras-rl2's int16 step counter would wrap to -32768 here and the run would never end.
     # No learning (the warm-up outlasts the run) and a 4-unit network keep it quick.
