@@ -143,6 +143,27 @@ def test_leaking_column_is_named_in_a_warning(tmp_path):
     assert not _load(_write(_messy(), tmp_path / "clean.csv")).warnings
 
 
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_leakage_check_scores_as_sklearn_does(classes):
+    # The check's own ROC-AUC (from ranks) on a depth-3 tree's outputs, with the ties a tree
+    # gives and labels that are not 0..K-1, against sklearn's roc_auc_score.
+    from sklearn.metrics import roc_auc_score
+    from sklearn.tree import DecisionTreeClassifier
+
+    from dlref.data import overview
+
+    rng = np.random.default_rng(classes)
+    y = rng.integers(0, classes, 600) * 3 + 1
+    x = (y + rng.normal(0, 4, len(y))).round(1).reshape(-1, 1)
+    tree = DecisionTreeClassifier(max_depth=3, random_state=0).fit(x, y)
+    scores = tree.predict_proba(x)
+    expected = roc_auc_score(y, scores[:, 1]) if classes == 2 else roc_auc_score(
+        y, scores, multi_class="ovr", labels=tree.classes_)
+    assert overview._auc(y, scores, tree.classes_) == pytest.approx(expected, abs=1e-12)
+    assert 0.6 < expected < 0.99
+    assert overview._auc(np.ones(5, int), np.ones((5, 1)), np.array([1])) == 0.0
+
+
 def test_classes_written_two_ways_are_warned_about(tmp_path):
     from dlref.data import target
 
