@@ -124,7 +124,11 @@ def started(tmp_path):
 
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
+# SIGTERM and SIGHUP take the path SIGINT takes (processes.run_child's one handler), but for the
+# exit code: slow tests, each starting a TensorBoard server (about 7 s).
+@pytest.mark.parametrize("signum", [
+    pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGINT,
+    pytest.param(signal.SIGHUP, marks=pytest.mark.slow), signal.SIGKILL])
 def test_stopping_dlref_tensorboard_stops_its_server(signum, started, tmp_path):
     port = _free_port()
     process = started("tensorboard", tmp_path, "--port", port)
