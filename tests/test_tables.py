@@ -182,6 +182,28 @@ def test_classes_written_two_ways_are_warned_about(tmp_path):
     assert [line for line in data.warnings if "'South' and 'south'" in line]
 
 
+def test_a_class_missing_from_a_split_is_warned_about_and_left_out_of_macro_f1(tmp_path):
+    from dlref.recipes import multiclass
+
+    table = _messy(rows=200)
+    table["Grade"] = np.array(["A", "B", "C"], dtype=object)[np.arange(len(table)) % 3]
+    table.loc[[7, 8], "Grade"] = "rare"  # 2 rows: at most two of the three splits have one.
+    data = _load(_write(table, tmp_path / "p.csv"), task="multiclass", target="Grade")
+    rare = data.meta["classes"].index("rare")
+    in_test = int(np.sum(data.test[1] == rare))
+    (line,) = [w for w in data.warnings if "class 'rare'" in w]
+    assert "has 2 rows (" in line and "merging it into a neighbouring class" in line
+    assert ("the test metrics cannot measure it" in line) == (in_test == 0)
+    # Macro F1 over the classes in the test labels or the predictions (sklearn's default).
+    y_true = np.array([0, 0, 1, 1, 2, 2])
+    outputs = np.eye(4)[[0, 0, 1, 2, 2, 2]]
+    meta = {"classes": ["A", "B", "C", "rare"]}
+    f1 = multiclass.score(y_true, outputs, meta)["f1_macro"]
+    assert f1 == pytest.approx(np.mean([1.0, 2 / 3, 0.8]))  # Not 4 classes with 'rare' at 0.
+    assert multiclass.score(y_true, np.eye(4)[[0, 0, 1, 3, 2, 2]], meta)["f1_macro"] == \
+        pytest.approx(np.mean([1.0, 2 / 3, 1.0, 0.0]))  # 'rare' predicted once: it counts.
+
+
 def test_leaking_copy_of_a_regression_target(tmp_path):
     header, rows = helpers.regression_rows(rows=60)
     table = pd.DataFrame(rows, columns=header)

@@ -94,6 +94,9 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
     line = overview.missing_line(gap_counts, missing, dropped_rows, rows_before)
     notes += [line] if line else []
     warnings = target.label_warnings(target_meta.get("classes", []), name) + unseen_notes
+    if task == "multiclass":
+        warnings += target.split_warnings(target_meta["classes"], name, {
+            "training": y[train_rows], "validation": val[1], "test": test[1]})
     warnings += overview.leakage_warnings(train_table, schema, encoding, y[train_rows], task,
                                           name, seed)
     return Dataset(train=(x_train, y[train_rows]), val=val, test=test, meta=meta,

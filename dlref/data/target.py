@@ -143,6 +143,36 @@ def label_warnings(classes, name):
             for labels in groups.values() if len(labels) > 1]
 
 
+# What a class missing from a split costs, by split.
+_MISSING_FROM = {"training": "the network cannot learn it",
+                 "validation": "the choice of the kept epoch does not weigh it",
+                 "test": "the test metrics cannot measure it"}
+
+
+def split_warnings(classes, name, splits):
+    """Warning lines for the classes that some split has no row of (a class of 3 rows in a
+    table of 1,600 gave 2 training, 1 validation and 0 test rows).
+
+    Args:
+        classes: the class names, by label (label i is classes[i]).
+        splits: {"training" | "validation" | "test": labels of that split}.
+    """
+    counts = {split: np.bincount(np.asarray(labels, dtype=int), minlength=len(classes))
+              for split, labels in splits.items()}
+    found = []
+    for index, label in enumerate(classes):
+        missing = [split for split, count in counts.items() if not count[index]]
+        if not missing:
+            continue
+        total = sum(int(count[index]) for count in counts.values())
+        rows = ", ".join(f"{count[index]:,} {split}" for split, count in counts.items())
+        costs = "; ".join(_MISSING_FROM[split] for split in missing)
+        found.append(f"Warning: class {label!r} of {name!r} has {total:,} "
+                     f"{'row' if total == 1 else 'rows'} ({rows}): {costs}. More rows of it, "
+                     "or merging it into a neighbouring class, would help.")
+    return found
+
+
 def apply(series, meta, task, where):
     """Encodes the target of another file (pre-split, or evaluate --data) with the classes
     found in training; a class the model never saw is refused (one-vs-rest excepted)."""
