@@ -154,7 +154,7 @@ def test_evaluate_on_a_labelled_folder(trained, tmp_path):
 
 @pytest.mark.parametrize("make, words", [
     (lambda path: path, ["No such file or folder"]),
-    (lambda path: path.mkdir() or path, ["No .png, .jpg"]),
+    (lambda path: path.mkdir() or path, ["No image files (.png, .jpg"]),
 ])
 def test_predict_refuses_a_missing_path_or_no_images(make, words, trained, tmp_path):
     result = helpers.invoke("predict", trained["run"], "--data", make(tmp_path / "nothing"))
@@ -181,7 +181,7 @@ def _empty_class(root):
 
 
 @pytest.mark.parametrize("make, words", [
-    (_no_images, ["no .png, .jpg", "sub-folder named after the class"]),
+    (_no_images, ["no image files (.png, .jpg", "only other files (.txt 1)"]),
     (_one_class, ["one class (red)", "two or more"]),
     (_empty_class, ["class folder", "with no images: blue"]),
     (lambda root: root / "missing", ["No such file or folder", "missing"]),

@@ -24,9 +24,12 @@ def _messy(root):
         _save(root / "dog" / "nested" / f"d{i}.png", "RGBA", (16, 16), 50)
     _save(root / "dog" / "gray.gif", "L", (12, 12), 90)
     _save(root / "dog" / "old.BMP", "RGB", (16, 16), 60)
+    _save(root / "dog" / "saved.webp", "RGB", (16, 16), 70)  # From the web.
+    _save(root / "dog" / "scan.TIF", "RGB", (16, 16), 80)
     (root / "cat" / "broken.jpeg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "cat" / "notes.txt").write_text("not an image")
     (root / "cat" / ".DS_Store").write_bytes(b"\0\0")
+    (root / "cat" / "Thumbs.db").write_bytes(b"\0\0")  # Windows' thumbnails: not worth a note.
     return root
 
 
@@ -34,11 +37,14 @@ def test_a_messy_folder_loads_with_notes_and_a_warning_per_bad_file(tmp_path):
     data = images.load(Source(data=str(_messy(tmp_path / "pets"))), 0, 0.2, 0.2, size=(8, 8))
     assert data.meta["classes"] == ["cat", "dog"]
     assert data.meta["image_shape"] == [8, 8, 3]  # RGBA and grayscale converted to RGB.
-    assert sum(len(split[1]) for split in (data.train, data.val, data.test)) == 14
+    assert sum(len(split[1]) for split in (data.train, data.val, data.test)) == 16
     assert data.train[0].dtype == np.uint8
     warnings = "\n".join(data.warnings)
     assert "broken.jpeg" in warnings and "notes.txt" not in warnings
-    assert any("Resized 14 images" in note for note in data.notes)
+    assert any("Resized 16 images" in note for note in data.notes)
+    (ignored,) = [note for note in data.notes if note.startswith("Ignored")]
+    assert "Ignored 1 file in pets whose extension is not an image's (.txt 1)" in ignored
+    assert ".webp, .tif" in ignored
 
 
 def test_grayscale_folders_stay_one_channel_and_transparency_turns_white(tmp_path):
@@ -67,16 +73,17 @@ def test_given_validation_and_test_folders_are_used_as_given(tmp_path):
     source = Source(data=str(root), val_data=str(tmp_path / "val"),
                     test_data=str(tmp_path / "test"))
     data = images.load(source, 0, 0.2, 0.2, size=(8, 8))
-    assert len(data.val[1]) == 2 and len(data.test[1]) == 2 and len(data.train[1]) == 14
+    assert len(data.val[1]) == 2 and len(data.test[1]) == 2 and len(data.train[1]) == 16
 
 
 @pytest.mark.parametrize("layout, words", [
     ("missing", ["No such file or folder"]),
     ("file", ["is a file", "one sub-folder of images per class"]),
-    ("no-images", ["no .png, .jpg"]),
+    ("no-images", ["no image files (.png, .jpg", "only other files (.heic 2, .txt 1)",
+                   "converted"]),
     ("loose", ["directly in it but no class sub-folders"]),
     ("one-class", ["has one class (cat)", "two or more"]),
-    ("empty-class", ["class folder", "with no images: bird"]),
+    ("empty-class", ["class folder", "with no images: bird (only other files: .heic 1)"]),
     ("all-corrupt", ["No readable image left in dog"]),
     ("too-few", ["Too few images", "dog (2)"]),
 ])
@@ -92,11 +99,14 @@ def test_folders_that_cannot_train_a_classifier_are_refused(layout, words, tmp_p
     elif layout == "no-images":
         (root / "cat").mkdir()
         (root / "cat" / "readme.txt").write_text("hello")
+        for name in ("a.HEIC", "b.heic"):  # A phone's photos.
+            (root / "cat" / name).write_bytes(b"\0")
     elif layout == "loose":
         _save(root / "a.png")
     elif layout == "empty-class":
         _save(root / "dog" / "d.png")
         (root / "bird").mkdir()
+        (root / "bird" / "b.heic").write_bytes(b"\0")
     elif layout == "all-corrupt":
         (root / "dog").mkdir()
         (root / "dog" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
@@ -124,7 +134,7 @@ def test_new_images_for_predict_skip_unreadable_files(tmp_path, capsys):
     root = _messy(tmp_path / "pets")
     meta = {"image_shape": [8, 8, 3]}
     files, x = images.read_new(root, meta)
-    assert len(files) == len(x) == 14 and x.shape[1:] == (8, 8, 3)
+    assert len(files) == len(x) == 16 and x.shape[1:] == (8, 8, 3)
     assert "broken.jpeg" in capsys.readouterr().err
     files, x = images.read_new(root / "dog" / "gray.gif", meta)
     assert len(files) == 1 and x.shape == (1, 8, 8, 3)

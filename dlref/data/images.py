@@ -25,7 +25,11 @@ from dlref.data import Dataset
 from dlref.errors import DlrefError
 from dlref.text import listing, plural, shown_path
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# What Pillow decodes: WebP (images saved from the web) and TIFF (scanners, microscopes) too.
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+KINDS = ", ".join(EXTENSIONS)  # For messages: ".png, .jpg, ..."
+# Files that systems leave beside images, never named in the note on ignored files.
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")
 DEFAULT_FOLDER_SIZE = 64  # Pixels a side for a folder's images when the recipe names no size.
 
 
@@ -55,15 +59,41 @@ class Images:
 # --- Folders -----------------------------------------------------------------------------------
 
 
-def image_files(root):
+def image_files(root, others=None):
     """Files under `root` (any depth) whose extension is an image's, in any letter case; hidden
-    files and folders are left out (.DS_Store, ._ files of macOS)."""
+    files and folders are left out (.DS_Store, ._ files of macOS). The other files' paths are
+    added to the list `others` when one is given (system files excepted)."""
     found = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        found += [Path(folder) / name for name in sorted(names)
-                  if not name.startswith(".") and name.lower().endswith(EXTENSIONS)]
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(EXTENSIONS):
+                found.append(Path(folder) / name)
+            elif others is not None and name.lower() not in SYSTEM_FILES:
+                others.append(Path(folder) / name)
     return found
+
+
+def _counted(others):
+    """'.heic 12, .txt 1': the files left out for their extension, by extension."""
+    kinds = {}
+    for path in others:
+        kind = path.suffix.lower() or "no extension"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    ordered = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{kind} {count}" for kind, count in ordered[:6]) + (
+        ", ..." if len(ordered) > 6 else "")
+
+
+def _ignored_note(others, root):
+    """A note on the files skipped for their extension (a folder of .heic photos from a phone
+    would otherwise be left out without a word)."""
+    if not others:
+        return []
+    return [f"Ignored {plural(len(others), 'file')} in {shown_path(root)} whose extension is not "
+            f"an image's ({_counted(others)}); dlref reads {KINDS}."]
 
 
 def has_images(root):
@@ -87,17 +117,25 @@ def read_folder(root, size=None, channels=None, classes=None):
         raise DlrefError(f"{shown_path(root)} is a file: give a folder with one sub-folder of "
                          "images per class (e.g. photos/cat/*.jpg, photos/dog/*.jpg).")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = {folder.name: image_files(folder) for folder in folders}
+    others = []
+    files = {folder.name: image_files(folder, others) for folder in folders}
     empty = [name for name, found in files.items() if not found]
     loose = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(EXTENSIONS)]
     if not any(files.values()):
+        if others and not loose:
+            raise DlrefError(f"{shown_path(root)} has no image files ({KINDS}) in its "
+                             f"sub-folders, only other files ({_counted(others)}). Images in "
+                             "another format must be converted to one of these first.")
         where = (f"{plural(len(loose), 'image')} directly in it but no class sub-folders"
-                 if loose else "no .png, .jpg, .jpeg, .bmp or .gif files in its sub-folders")
+                 if loose else f"no image files ({KINDS}) in its sub-folders")
         raise DlrefError(f"{shown_path(root)} has {where}. Put each class' images in a "
                          "sub-folder named after the class: photos/cat/*.jpg, photos/dog/*.jpg.")
     if empty:
+        other = [p for p in others if p.relative_to(root).parts[0] in empty]
         raise DlrefError(f"{plural(len(empty), 'class folder')} of {shown_path(root)} with no "
-                         f"images: {listing(empty)}. Add images (.png, .jpg, .jpeg, .bmp, .gif) "
+                         f"images: {listing(empty)}"
+                         f"{f' (only other files: {_counted(other)})' if other else ''}. "
+                         f"Add images ({KINDS}) "
                          "or remove the folder.")
     names = [name for name in files if files[name]]
     if classes is None and len(names) < 2:
@@ -113,6 +151,7 @@ def read_folder(root, size=None, channels=None, classes=None):
     fits_in_memory(len(paths), size or (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE),
                    channels or 3, shown_path(root))
     x, kept, notes, warnings = decode(paths, size, channels, root)
+    notes += _ignored_note(others, root)
     if loose:
         notes.append(f"Left out {plural(len(loose), 'image')} directly in {shown_path(root)} "
                      "(images belong in a class sub-folder).")
@@ -442,7 +481,7 @@ def read_new(path, meta):
     path = _existing(path)
     paths = [path] if path.is_file() else image_files(path)
     if not paths:
-        raise DlrefError(f"No .png, .jpg, .jpeg, .bmp or .gif files under {shown_path(path)}.")
+        raise DlrefError(f"No image files ({KINDS}) under {shown_path(path)}.")
     height, width, channels = meta["image_shape"]
     x, kept, notes, warnings = decode(paths, (height, width), channels, path)
     for line in notes + warnings:
