@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dlref import config as configlib
 from dlref import backend, io, registry, runs, saved
-from dlref.data import Source
+from dlref.data import WEIGHTS_FROM_BACKUP, Source
 from dlref.errors import DlrefError
 
 
@@ -358,7 +358,7 @@ def _fit(module, config, data, run_dir, requests):
     import keras
 
     from dlref.backend import distribution_strategy
-    from dlref.resumable import read_history, restore_backup
+    from dlref.resumable import backup_epoch, read_history, restore_backup
 
     keras.utils.set_random_seed(config.seed)
     manifest = runs.read_manifest(run_dir)
@@ -369,16 +369,26 @@ def _fit(module, config, data, run_dir, requests):
     # so that stage is entered before the backup is restored.
     ended = list(manifest.get("stage_ends", []))
     current = min(len(ended), len(planned) - 1)
-    with scope():
-        model = module.build_model(config, data)
-        if len(planned) > 1:
-            model = module.enter_stage(model, config, data, current)
-    # In the scope: restoring builds the optimizer's variables, which a strategy must own.
-    with warnings.catch_warnings(), scope():
-        # A backup written in the last epoch of a stage holds that stage's optimizer state,
-        # which the next stage (another optimizer) starts without: Keras warns, nothing is lost.
-        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-        first = restore_backup(model, run_dir / "checkpoints" / "backup")
+    backup = run_dir / "checkpoints" / "backup"
+    # Set while a backup is there to restore: the model's first weights are overwritten at once,
+    # so a recipe may skip what only sets them (transfer: pretraining, an ImageNet download).
+    data.extra[WEIGHTS_FROM_BACKUP] = backup_epoch(backup) > 0
+    while True:
+        with scope():
+            model = module.build_model(config, data)
+            if len(planned) > 1:
+                model = module.enter_stage(model, config, data, current)
+        # In the scope: restoring builds the optimizer's variables, which a strategy must own.
+        with warnings.catch_warnings(), scope():
+            # A backup written in the last epoch of a stage holds that stage's optimizer state,
+            # which the next stage (another optimizer) starts without: Keras warns, nothing is
+            # lost.
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            first = restore_backup(model, backup)
+        if first or not data.extra[WEIGHTS_FROM_BACKUP]:
+            break
+        data.extra[WEIGHTS_FROM_BACKUP] = False  # No backup could be read: build it in full.
+    data.extra.pop(WEIGHTS_FROM_BACKUP)
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first]
     stopped_at = None
     for index in range(current, len(planned)):

@@ -292,6 +292,29 @@ def test_a_run_in_use_is_refused(trained, tmp_path):
         assert str(os.getpid()) in (run_dir / ".lock").read_text()
 
 
+def test_a_backup_that_cannot_be_read_builds_the_model_in_full(trained, tmp_path, monkeypatch):
+    # build_model is told that a backup will overwrite its weights (transfer then skips its
+    # pretraining); when no backup can be read, the model is built again without that.
+    from dlref.data import WEIGHTS_FROM_BACKUP
+    from dlref.recipes import regression
+
+    told, build = [], regression.build_model
+
+    def recording(config, data):
+        told.append(data.extra.get(WEIGHTS_FROM_BACKUP))
+        return build(config, data)
+
+    monkeypatch.setattr(regression, "build_model", recording)
+    run_dir = _interrupted_copy(trained, tmp_path)
+    (run_dir / "history.csv").write_text((run_dir / "history.csv").read_text().splitlines()[0]
+                                         + "\n")  # No epoch done: the backup was all there was.
+    result = helpers.invoke("train", "--resume", run_dir)
+    helpers.assert_ok(result)
+    assert told == [True, False]
+    assert "no backup in" in result.output and "could be read" in result.output
+    assert helpers.read_json(run_dir / "run.json")["status"] == "completed"
+
+
 @pytest.mark.parametrize("option", [["--set", "learning_rate=0.5"], ["--data", "/nowhere.csv"],
                                     ["--name", "zzz"], ["--seed", "3"],
                                     ["--strategy", "mirrored"], ["--drop", "x1"],

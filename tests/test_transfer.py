@@ -64,6 +64,7 @@ def test_a_run_interrupted_in_stage_two_resumes_in_stage_two(epoch, runs_root, m
     resumed = helpers.invoke("train", "--resume", run_dir)
     helpers.assert_ok(resumed)
     assert "Stage 2 of 2" in resumed.output and "Stage 1 of 2" not in resumed.output
+    assert "Pretraining the base" not in resumed.output  # The backup holds the weights.
     assert "epoch 3/3" in resumed.output and "Skipping variable loading" not in resumed.output
     assert ("Starting from the best epoch so far" in resumed.output) == (epoch == 0)
     rows = (run_dir / "history.csv").read_text().splitlines()[1:]

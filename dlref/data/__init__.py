@@ -112,6 +112,11 @@ class Source:
         return self.dataset or "built-in"
 
 
+# A key of Dataset.extra that training sets while it builds a model whose every weight a backup
+# then overwrites (a resume): build_model may skip what only sets first weights.
+WEIGHTS_FROM_BACKUP = "weights_from_backup"
+
+
 @dataclasses.dataclass
 class Dataset:
     """What a recipe's load_data returns.

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from dlref.data import Dataset, images
+from dlref.data import WEIGHTS_FROM_BACKUP, Dataset, images
 from dlref.errors import DlrefError
 from dlref.text import shown_path
 from dlref.recipes import cnn, common, multiclass
@@ -201,7 +201,9 @@ def _read_model(path):
 
 
 def build_model(config, data):
-    base = _base(config, data, pretrained=True)
+    # A resumed run's backup holds every weight: no pretraining (built-in data) or ImageNet
+    # download for weights that the backup overwrites at once.
+    base = _base(config, data, pretrained=not data.extra.get(WEIGHTS_FROM_BACKUP))
     model = _assemble(base, config, data.meta)
     return enter_stage(model, config, data, 0)
 
