@@ -370,24 +370,26 @@ def _fit(module, config, data, run_dir, requests):
     ended = list(manifest.get("stage_ends", []))
     current = min(len(ended), len(planned) - 1)
     backup = run_dir / "checkpoints" / "backup"
+
+    def build():
+        with scope():
+            built = module.build_model(config, data)
+            return module.enter_stage(built, config, data, current) if len(planned) > 1 \
+                else built
+
     # Set while a backup is there to restore: the model's first weights are overwritten at once,
     # so a recipe may skip what only sets them (transfer: pretraining, an ImageNet download).
-    data.extra[WEIGHTS_FROM_BACKUP] = backup_epoch(backup) > 0
-    while True:
-        with scope():
-            model = module.build_model(config, data)
-            if len(planned) > 1:
-                model = module.enter_stage(model, config, data, current)
-        # In the scope: restoring builds the optimizer's variables, which a strategy must own.
-        with warnings.catch_warnings(), scope():
-            # A backup written in the last epoch of a stage holds that stage's optimizer state,
-            # which the next stage (another optimizer) starts without: Keras warns, nothing is
-            # lost.
-            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-            first = restore_backup(model, backup)
-        if first or not data.extra[WEIGHTS_FROM_BACKUP]:
-            break
-        data.extra[WEIGHTS_FROM_BACKUP] = False  # No backup could be read: build it in full.
+    restoring = data.extra[WEIGHTS_FROM_BACKUP] = backup_epoch(backup) > 0
+    model = build()
+    # In the scope: restoring builds the optimizer's variables, which a strategy must own.
+    with warnings.catch_warnings(), scope():
+        # A backup written in the last epoch of a stage holds that stage's optimizer state,
+        # which the next stage (another optimizer) starts without: Keras warns, nothing is lost.
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        first = restore_backup(model, backup)
+    if restoring and not first:  # No backup could be read: training starts from a full build.
+        data.extra[WEIGHTS_FROM_BACKUP] = False
+        model = build()
     data.extra.pop(WEIGHTS_FROM_BACKUP)
     seconds = (manifest.get("timings") or {}).get("epoch_seconds", [])[:first]
     stopped_at = None

@@ -311,7 +311,7 @@ def test_a_backup_that_cannot_be_read_builds_the_model_in_full(trained, tmp_path
     result = helpers.invoke("train", "--resume", run_dir)
     helpers.assert_ok(result)
     assert told == [True, False]
-    assert "no backup in" in result.output and "could be read" in result.output
+    assert "no backup in" in result.output and result.output.count("could be read") == 1
     assert helpers.read_json(run_dir / "run.json")["status"] == "completed"
 
 
