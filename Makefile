@@ -21,8 +21,8 @@ demo: $(STAMP)
 	$(BIN)/dlref train regression
 
 # Two worker processes (pytest-xdist), since much of a test's time is single-threaded graph
-# building: 6.5 minutes against 10.5 in one when first measured on 2 cores; 8.5 minutes in the
-# last CI run (2026-11-28). Three workers took as long as two: the suite is CPU-bound.
+# building: 6.5 minutes against 10.5 in one when first measured on 2 cores; 8.5 and 9 minutes in
+# two CI runs on 2026-11-28. Three workers took as long as two: the suite is CPU-bound.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
