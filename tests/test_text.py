@@ -133,7 +133,9 @@ def test_labels_written_two_ways_are_warned_about(tmp_path):
     two_ways = [line for line in data.warnings if "differ only in letter case" in line]
     assert len(two_ways) == 2 and "'NEGATIVE' and 'negative'" in " ".join(two_ways)
     # 5 rows each of 'NEGATIVE' and 'POSITIVE' among 90: a split without one is warned about.
-    for line in set(data.warnings) - set(two_ways):
+    by_split = set(data.warnings) - set(two_ways)
+    assert by_split  # This split leaves 'POSITIVE' out of validation.
+    for line in by_split:
         assert "has 5 rows (" in line and ("'NEGATIVE'" in line or "'POSITIVE'" in line), line
     clean = helpers.write_csv(tmp_path / "clean.csv", ["text", "label"], _reviews(60))
     assert not text.load_data(config, Source(data=str(clean), target="label")).warnings

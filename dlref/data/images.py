@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import os
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,13 +79,9 @@ def image_files(root, others=None):
 
 def _counted(others):
     """'.heic 12, .txt 1': the files left out for their extension, by extension."""
-    kinds = {}
-    for path in others:
-        kind = path.suffix.lower() or "no extension"
-        kinds[kind] = kinds.get(kind, 0) + 1
-    ordered = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{kind} {count}" for kind, count in ordered[:6]) + (
-        ", ..." if len(ordered) > 6 else "")
+    kinds = Counter(path.suffix.lower() or "no extension" for path in others)
+    return ", ".join(f"{kind} {count}" for kind, count in kinds.most_common(6)) + (
+        ", ..." if len(kinds) > 6 else "")
 
 
 def _ignored_note(others, root):

@@ -93,10 +93,8 @@ def load(source, task, default_dataset, seed, val_fraction, test_fraction):
                               encoding, gap_counts, left_out, missing)
     line = overview.missing_line(gap_counts, missing, dropped_rows, rows_before)
     notes += [line] if line else []
-    warnings = target.label_warnings(target_meta.get("classes", []), name) + unseen_notes
-    if task == "multiclass":
-        warnings += target.split_warnings(target_meta["classes"], name, {
-            "training": y[train_rows], "validation": val[1], "test": test[1]})
+    warnings = target.class_warnings(task, target_meta.get("classes", []), name, {
+        "training": y[train_rows], "validation": val[1], "test": test[1]}) + unseen_notes
     warnings += overview.leakage_warnings(train_table, schema, encoding, y[train_rows], task,
                                           name, seed)
     return Dataset(train=(x_train, y[train_rows]), val=val, test=test, meta=meta,

@@ -173,6 +173,15 @@ def split_warnings(classes, name, splits):
     return found
 
 
+def class_warnings(task, classes, name, splits):
+    """The warnings about a classifier's classes, for tables and texts alike: classes written
+    two ways, and (for more than two) classes some split has no row of (`split_warnings`)."""
+    found = label_warnings(classes, name)
+    if task == "multiclass":
+        found += split_warnings(classes, name, splits)
+    return found
+
+
 def apply(series, meta, task, where):
     """Encodes the target of another file (pre-split, or evaluate --data) with the classes
     found in training; a class the model never saw is refused (one-vs-rest excepted)."""

@@ -316,18 +316,9 @@ def load(source, config):
     return Dataset(train=(ids["train"], y[train_rows]), val=(ids["val"], y[val_rows]),
                    test=(ids["test"], y_test), meta=meta,
                    fingerprint=fingerprint(*every, source, meta), notes=notes,
-                   warnings=_warnings(task, labels_meta, found.target, y[train_rows],
-                                      y[val_rows], y_test),
+                   warnings=target.class_warnings(task, labels_meta["classes"], found.target, {
+                       "training": y[train_rows], "validation": y[val_rows], "test": y_test}),
                    extra=extra)
-
-
-def _warnings(task, labels_meta, name, y_train, y_val, y_test):
-    """Classes written two ways; for more than two, classes some split has no text of."""
-    found = target.label_warnings(labels_meta["classes"], name)
-    if task == "multiclass":
-        found += target.split_warnings(labels_meta["classes"], name, {
-            "training": y_train, "validation": y_val, "test": y_test})
-    return found
 
 
 def summary(where, task, labels_meta, rows, texts, length, vocabulary, given_test):
