@@ -199,7 +199,7 @@ def _read(tmp_path, text, target="v", date_column="d", name="s.csv"):
     (["2015-01-01T00:00:00+05:30", "2015-02-01T00:00:00+05:30", "2015-03-01T00:00:00+05:30"],
      "2015-01-01", "MS"),  # Local wall time, not UTC.
     (["2024-03-30T23:00:00+01:00", "2024-03-31T00:00:00+01:00", "2024-03-31T03:00:00+02:00"],
-     "2024-03-30 23:00", None),  # An offset that changes at DST: no traceback.
+     "2024-03-30 22:00", None),  # Hours whose offset changes at DST: read as UTC.
 ])
 def test_dates_people_write_are_read_as_meant(dates, first, frequency, tmp_path):
     rows = "".join(f"{d},{i}\n" for i, d in enumerate(dates))
@@ -209,6 +209,31 @@ def test_dates_people_write_are_read_as_meant(dates, first, frequency, tmp_path)
         assert found.frequency == frequency
     if dates[0].startswith("01/01"):
         assert found.dates[1] == pd.Timestamp("2023-01-02")  # Not February the 1st.
+
+
+def test_hours_across_the_end_of_daylight_saving_time(tmp_path):
+    hours = pd.date_range("2021-10-30", "2021-11-01", freq="h", tz="Europe/Berlin")
+    rows = "".join(f"{h.isoformat()},{i % 24 + np.sin(i):.3f}\n" for i, h in enumerate(hours))
+    found = _read(tmp_path, "d,v\n" + rows)  # With offsets: 50 distinct instants, as UTC.
+    assert found.frequency == "h" and len(found.dates) == len(hours) == 50  # 25 on the 31st.
+    assert found.dates[0] == pd.Timestamp("2021-10-29 22:00")
+    assert any("+01:00, +02:00" in note and "read as UTC" in note for note in found.notes)
+    local = "".join(f"{h.strftime('%Y-%m-%d %H:%M')},{i}\n" for i, h in enumerate(hours))
+    with pytest.raises(DlrefError, match="share a timestamp .2021-10-31 02:00:00.*daylight"):
+        _read(tmp_path, "d,v\n" + local)  # Clock times: 02:00 twice, with the likely cause.
+    days = pd.date_range("2021-03-20", "2021-04-10", freq="D", tz="Europe/Berlin")
+    found = _read(tmp_path, "d,v\n" + "".join(f"{d.isoformat()},{i}\n"
+                                              for i, d in enumerate(days)))
+    assert found.frequency == "D" and found.dates[0] == pd.Timestamp("2021-03-20")  # Wall time.
+
+
+def test_several_series_in_one_table_are_refused_with_the_column_that_parts_them(tmp_path):
+    rows = "".join(f"2024-01-0{day},{station},{day * k}\n" for day in range(1, 6)
+                   for k, station in enumerate(["north", "south"], 1))
+    with pytest.raises(DlrefError) as error:
+        _read(tmp_path, "d,station,v\n" + rows)
+    assert "10 rows share a timestamp" in str(error.value)
+    assert "Column 'station' tells them apart (north, south)" in str(error.value)
 
 
 @pytest.mark.parametrize("text, target, date_column, words", [

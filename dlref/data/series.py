@@ -75,14 +75,15 @@ def read(source):
             raise DlrefError(f"{where} has no column {column!r}. Columns: "
                              f"{listing(frame.columns, 20)}.")
     values = _numbers(frame[source.target], where)
-    dates = _dates(frame[source.date_column], where) if source.date_column else None
     by = f" by {source.date_column!r}" if source.date_column else ""
     notes = [f"Data: {where}, target {source.target!r}{by}: forecast"] + list(notes)
+    dates = _dates(frame[source.date_column], where, notes) if source.date_column else None
     series = Series(values, dates, source.target, where, notes=notes)
     if dates is None:
         series.notes.append("No --date-column: the rows are taken in file order, one step each.")
         return _fill_values(series)
-    return _fill_values(_regular(_sorted(series)))
+    others = frame.drop(columns=[source.target, source.date_column])
+    return _fill_values(_regular(_sorted(series, others)))
 
 
 def _builtin():
@@ -107,20 +108,40 @@ def _numbers(column, where):
     return values.to_numpy(dtype="float64")
 
 
-def _dates(column, where):
+def _dates(column, where, notes):
     """A DatetimeIndex from a date column: text in any common format (day first when the file
-    says so), year numbers, YYYYMMDD numbers; time zones dropped, keeping local wall time (a
-    monthly series stays on the 1st of each month, and a DST change moves no row)."""
+    says so), year numbers, YYYYMMDD numbers. Time zones are dropped, keeping local wall time
+    (a monthly series stays on the 1st of each month), except in a series of hours or minutes
+    whose UTC offset changes (daylight-saving time): there wall time repeats an hour each
+    autumn and skips one each spring, so the instants are read as UTC (with a note)."""
+    utc = None
     if pd.api.types.is_datetime64_any_dtype(column):
         parsed = column
+        if getattr(parsed.dt, "tz", None) is not None:
+            parsed, utc = parsed.dt.tz_localize(None), parsed.dt.tz_convert(None)
     else:
         numbers = pd.to_numeric(column, errors="coerce")
         parsed = _number_dates(numbers, column, where) if numbers.notna().all() else None
         if parsed is None:
-            parsed = _text_dates(column, where)
-    if getattr(parsed.dt, "tz", None) is not None:
-        parsed = parsed.dt.tz_localize(None)
+            parsed, utc = _text_dates(column, where)
+    if utc is not None and _offset_changes_within_days(parsed, utc):
+        offsets = sorted(_offset(o) for o in (parsed - utc).unique())
+        notes.append(f"Dates: {column.name!r} has UTC offsets that change ({listing(offsets, 4)}"
+                     "; daylight-saving time), so its times are read as UTC: local clock times "
+                     "repeat an hour when the clocks go back.")
+        parsed = utc
     return pd.DatetimeIndex(parsed)
+
+
+def _offset_changes_within_days(wall, utc):
+    steps = np.diff(np.sort(utc.to_numpy()))
+    return ((wall - utc).nunique() > 1 and len(steps) > 0
+            and np.median(steps) < np.timedelta64(1, "D"))
+
+
+def _offset(delta):
+    minutes = int(pd.Timedelta(delta).total_seconds() // 60)
+    return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 def _number_dates(numbers, column, where):
@@ -137,6 +158,7 @@ def _number_dates(numbers, column, where):
 
 
 def _text_dates(column, where):
+    """Wall times, and the UTC instants when every row gives its offset (else None)."""
     from dlref.data.columns import is_dayfirst
 
     text = column.astype(object).where(column.notna(), None)
@@ -145,8 +167,10 @@ def _text_dates(column, where):
         raise DlrefError(f"{where}: column {column.name!r} has no date in "
                          f"{plural(len(empty), 'row')} (file lines {_lines(empty)}).")
     text = text.astype(str).str.strip()
-    # Offsets dropped before parsing: wall time, whatever the zone or a DST change says.
-    local = text.str.replace(r"(Z|[+-]\d{2}:?\d{2})$", "", regex=True)
+    # Offsets read apart from the wall time, so that mixed offsets (a DST change) parse.
+    pattern = r"(Z|[+-]\d{2}:?\d{2})$"
+    offsets = text.str.extract(pattern, expand=False)
+    local = text.str.replace(pattern, "", regex=True)
     with warnings.catch_warnings():  # pandas' notes on format inference are not for users.
         warnings.simplefilter("ignore")
         parsed = pd.to_datetime(local, errors="coerce", format="mixed",
@@ -157,14 +181,21 @@ def _text_dates(column, where):
             f"{where}: column {column.name!r} has dates pandas cannot read in "
             f"{plural(len(bad), 'row')} (file lines {_lines(bad)}; e.g. "
             f"{column.iloc[bad[0]]!r}). Write them as YYYY-MM-DD (or with a time).")
-    return parsed
+    if not offsets.notna().all():
+        return parsed, None
+    # Every row says its offset, so the instants are known too.
+    digits = offsets.str.replace(":", "").replace("Z", "+0000")
+    sign = np.where(digits.str[0] == "-", -1, 1)
+    minutes = sign * (digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int))
+    return parsed, parsed - pd.to_timedelta(minutes, unit="min")
 
 
 def _lines(rows):
     return ", ".join(str(r + 2) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
 
 
-def _sorted(series):
+def _sorted(series, others=None):
+    """`series` in time order; `others` (the file's other columns) can explain a refusal."""
     order = np.argsort(series.dates.to_numpy(), kind="stable")
     if np.any(order != np.arange(len(order))):
         series.notes.append("Rows sorted by date.")
@@ -179,9 +210,32 @@ def _sorted(series):
     if duplicated.any():
         shown = listing(sorted({str(d) for d in dates[duplicated]}), 5)
         raise DlrefError(f"{series.where}: {plural(int(duplicated.sum()), 'row')} share a "
-                         f"timestamp ({shown}) with different values. Keep one row per time "
-                         "(or aggregate them, e.g. a daily sum) and try again.")
+                         f"timestamp ({shown}) with different values. "
+                         + _why_shared(series.dates, others, dates[duplicated])
+                         + "Keep one row per time (or aggregate them, e.g. a daily sum) and "
+                         "try again.")
     return dataclasses.replace(series, dates=dates, values=values)
+
+
+def _why_shared(dates, others, shared):
+    """What may explain rows that share timestamps: a column that tells them apart (several
+    series in one long table), or local clock times repeated when daylight-saving time ends."""
+    rows = dates.isin(shared)
+    for name in others.columns if others is not None else []:
+        keys = others[name][rows]
+        if keys.notna().all() and 1 < keys.nunique() <= 50 and not pd.DataFrame(
+                {"date": dates[rows], "key": keys.to_numpy()}).duplicated().any():
+            values = listing(sorted(keys.astype(str).unique()), 4)
+            return (f"Column {name!r} tells them apart ({values}): the file may hold one "
+                    f"series per {name!r}; forecast one at a time, from a copy of the file with "
+                    "only its rows. ")
+    counts = pd.Series(shared).value_counts()
+    steps = np.diff(dates.sort_values().unique().to_numpy())
+    if ((counts == 2).all() and counts.index.month.isin([3, 4, 9, 10, 11]).all()
+            and len(steps) and np.median(steps) < np.timedelta64(1, "D")):
+        return ("Local clock times repeat an hour when daylight-saving time ends: timestamps "
+                "with their UTC offset (2021-10-31T02:00+01:00) or in UTC tell those apart. ")
+    return ""
 
 
 def _regular(series):
