@@ -135,9 +135,15 @@ def test_new_images_for_predict_skip_unreadable_files(tmp_path, capsys):
     meta = {"image_shape": [8, 8, 3]}
     files, x = images.read_new(root, meta)
     assert len(files) == len(x) == 16 and x.shape[1:] == (8, 8, 3)
-    assert "broken.jpeg" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "broken.jpeg" in err and "Ignored 1 file in pets" in err and "(.txt 1)" in err
     files, x = images.read_new(root / "dog" / "gray.gif", meta)
     assert len(files) == 1 and x.shape == (1, 8, 8, 3)
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    (phone / "IMG_0001.HEIC").write_bytes(b"\0")
+    with pytest.raises(DlrefError, match=r"No image files .* \(only other files: .heic 1\)"):
+        images.read_new(phone, meta)
 
 
 def test_builtin_digits_are_5000_real_mnist_images():

@@ -476,12 +476,15 @@ def read_new(path, meta):
     """(files, uint8 images) for predict: one image file, or every image under a folder at any
     depth. Unreadable files are named on stderr and skipped."""
     path = _existing(path)
-    paths = [path] if path.is_file() else image_files(path)
+    others = []
+    paths = [path] if path.is_file() else image_files(path, others)
     if not paths:
-        raise DlrefError(f"No image files ({KINDS}) under {shown_path(path)}.")
+        held = f" (only other files: {_counted(others)})" if others else ""
+        raise DlrefError(f"No image files ({KINDS}) under {shown_path(path)}{held}. Images in "
+                         "another format must be converted first.")
     height, width, channels = meta["image_shape"]
     x, kept, notes, warnings = decode(paths, (height, width), channels, path)
-    for line in notes + warnings:
+    for line in _ignored_note(others, path) + notes + warnings:
         print(line, file=sys.stderr)
     if not kept:
         raise DlrefError(f"None of the images under {shown_path(path)} could be read.")
