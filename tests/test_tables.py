@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import helpers
-from dlref.data import Source, tabular
+from dlref.data import Source, tables, tabular
 
 
 def _messy(rows=80, seed=0):
@@ -127,6 +127,28 @@ def test_headers_with_stray_spaces(tmp_path):
     data = _load(path, target="label", drop=("b",))
     assert data.meta["features"] == ["a"]
     assert data.meta["positive_class"] == "yes"
+
+
+@pytest.mark.parametrize("above", [
+    "Passenger report,,,,,,,,\nExported 2024-01-05 by J. Smith,,,,,,,,\n,,,,,,,,\n",
+    '"Data Source","Shipping Registry",\n\n"Last Updated Date","2024-06-28",\n',
+])
+def test_a_title_above_the_header_row_is_skipped_with_a_note(above, tmp_path):
+    path = tmp_path / "report.csv"
+    table = _messy().drop(columns=["Member", "Booked", "Ship"])
+    path.write_text(above + table.to_csv(index=False), encoding="utf-8")
+    data = _load(path, missing="drop")
+    (note,) = [note for note in data.notes if note.startswith("Skipped 3 lines")]
+    assert "header row of report.csv (line 4)" in note
+    assert ("'Passenger report'" in note) == above.startswith("Passenger")
+    from dlref.errors import DlrefError
+
+    with pytest.raises(DlrefError, match="'Age': missing in 11 rows .file lines 8, 15"):
+        _load(path, missing="error")  # Lines of the file, counted from its first line.
+    plain = tmp_path / "plain.csv"
+    plain.write_text(",a,b\n0,1,x\n1,,y\n2,3,x\n3,4,y\n", encoding="utf-8")  # An index column.
+    frame, notes = tables.read_table(plain)
+    assert list(frame.columns) == ["Unnamed: 0", "a", "b"] and len(frame) == 4 and not notes
 
 
 def test_features_keeps_an_identifier_when_asked(tmp_path):

@@ -212,7 +212,9 @@ def typed(frame, schema):
                 columns[name] = part.astype("float64")
         else:
             columns[spec["name"]] = values.astype(object).map(label)
-    return pd.DataFrame(columns, index=frame.index)
+    out = pd.DataFrame(columns, index=frame.index)
+    out.attrs = dict(frame.attrs)  # Where its rows are in the file, for messages.
+    return out
 
 
 def label(value):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlref.data import Dataset
-from dlref.data.tables import read_table
+from dlref.data.tables import file_lines, read_table
 from dlref.errors import DlrefError
 from dlref.text import listing, plural, shown_path
 
@@ -103,7 +103,7 @@ def _numbers(column, where):
         rows = np.flatnonzero(bad.to_numpy())
         raise DlrefError(
             f"{where}: column {column.name!r} holds text where numbers belong in "
-            f"{plural(len(rows), 'row')} (file lines {_lines(rows)}; e.g. "
+            f"{plural(len(rows), 'row')} (file lines {file_lines(rows, column)}; e.g. "
             f"{column.iloc[rows[0]]!r}). A series needs a number (or nothing) on every row.")
     return values.to_numpy(dtype="float64")
 
@@ -165,7 +165,7 @@ def _text_dates(column, where):
     empty = np.flatnonzero(text.isna().to_numpy() | (text.astype(str).str.strip() == ""))
     if len(empty):
         raise DlrefError(f"{where}: column {column.name!r} has no date in "
-                         f"{plural(len(empty), 'row')} (file lines {_lines(empty)}).")
+                         f"{plural(len(empty), 'row')} (file lines {file_lines(empty, column)}).")
     text = text.astype(str).str.strip()
     # Offsets read apart from the wall time, so that mixed offsets (a DST change) parse.
     pattern = r"(Z|[+-]\d{2}:?\d{2})$"
@@ -179,7 +179,7 @@ def _text_dates(column, where):
     if len(bad):
         raise DlrefError(
             f"{where}: column {column.name!r} has dates pandas cannot read in "
-            f"{plural(len(bad), 'row')} (file lines {_lines(bad)}; e.g. "
+            f"{plural(len(bad), 'row')} (file lines {file_lines(bad, column)}; e.g. "
             f"{column.iloc[bad[0]]!r}). Write them as YYYY-MM-DD (or with a time).")
     if not offsets.notna().all():
         return parsed, None
@@ -188,10 +188,6 @@ def _text_dates(column, where):
     sign = np.where(digits.str[0] == "-", -1, 1)
     minutes = sign * (digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int))
     return parsed, parsed - pd.to_timedelta(minutes, unit="min")
-
-
-def _lines(rows):
-    return ", ".join(str(r + 2) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
 
 
 def _sorted(series, others=None):

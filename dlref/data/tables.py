@@ -12,6 +12,7 @@ import gzip
 import lzma
 import re
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,8 @@ import pandas as pd
 from dlref.errors import DlrefError
 from dlref.text import listing, plural
 
+# frame.attrs key: the file line of the first data row (2 when the header is line 1).
+FIRST_ROW_LINE = "first_row_line"
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
 # Files that are tables, but not ones dlref reads: say what to save them as.
@@ -88,16 +91,49 @@ def _read_csv(path):
         delimiter = csv.Sniffer().sniff(sample[:65536], delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
+    skip, above = _preamble(sample, delimiter)
+    if skip:
+        sample = "\n".join(sample.splitlines()[skip:])
+        notes.append(f"Skipped {plural(skip, 'line')} above the header row of {path.name} (line "
+                     f"{skip + 1}): {listing([repr(text) for text in above], 3)}.")
     _check_header(path, sample, delimiter)
     try:
         frame = pd.read_csv(path, sep=delimiter, encoding=encoding, skipinitialspace=True,
-                            na_values=MISSING_MARKERS, low_memory=False)
+                            na_values=MISSING_MARKERS, low_memory=False, skiprows=skip)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
+    frame.attrs[FIRST_ROW_LINE] = skip + 2
     if delimiter != ",":
         notes += _decimal_commas(frame)
     notes += _decorated_numbers(frame)
     return frame, notes
+
+
+def _preamble(sample, delimiter, lines=30):
+    """(lines to skip, their text) when the header row is not the first line: a report's title
+    and date above the table ("Sales report,,," then a blank line), as spreadsheets and
+    statistics offices export them. The header is the first line with the table's usual number
+    of fields, at least half of them filled; a first line like that means no preamble."""
+    head = sample.splitlines()[:lines]
+    rows = [next(csv.reader([line], delimiter=delimiter), []) for line in head]
+    widths = Counter(len(row) for row in rows if len(row) > 1)
+    if len(rows) < 3 or not widths:
+        return 0, []
+    usual = widths.most_common(1)[0][0]
+
+    def header_like(row):
+        return len(row) == usual and sum(bool(cell.strip()) for cell in row) * 2 >= usual
+
+    if header_like(rows[0]):
+        return 0, []
+    for index, row in enumerate(rows[1:-1], start=1):
+        filled = [[cell.strip() for cell in r if cell.strip()] for r in rows[:index]]
+        if any(len(cells) > 2 for cells in filled):
+            return 0, []  # Not a title and a date: more like rows of a table.
+        if (header_like(row) and len(rows[index + 1]) == usual
+                and not all(is_number(cell) for cell in row if cell.strip())):
+            return index, [" ".join(cells) for cells in filled if cells]
+    return 0, []
 
 
 def _sample_bytes(path, size=1 << 20):
@@ -239,6 +275,12 @@ def _tidy(frame, path):
             stripped = frame[name].map(lambda v: v.strip() if isinstance(v, str) else v)
             frame[name] = stripped.mask(stripped == "")
     return frame
+
+
+def file_lines(rows, values):
+    """'5, 9, 12, ...': the file lines of positions `rows` of a frame (or column) read here."""
+    first = values.attrs.get(FIRST_ROW_LINE, 2)
+    return ", ".join(str(r + first) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
 
 
 def is_text(values):

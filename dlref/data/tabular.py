@@ -218,7 +218,7 @@ def _check_finite_target(values, name):
         infinite = np.isinf(values.to_numpy(dtype="float64"))
         if infinite.any():
             raise DlrefError(f"Infinite values in the target {name!r}: inf in "
-                             f"{_rows(infinite, values.index)}. Fix or remove those rows.")
+                             f"{_rows(infinite, values)}. Fix or remove those rows.")
 
 
 def _check_infinite(tables_, where):
@@ -229,7 +229,7 @@ def _check_infinite(tables_, where):
             if pd.api.types.is_float_dtype(values):
                 infinite = np.isinf(values.to_numpy())
                 if infinite.any():
-                    problems.append(f"{name!r}: inf in {_rows(infinite, values.index)}"
+                    problems.append(f"{name!r}: inf in {_rows(infinite, values)}"
                                     + ("" if split == "train" else f" of the {split} file"))
     if problems:
         raise DlrefError(f"Infinite values in the features of {where}: " + "; ".join(problems)
@@ -242,7 +242,7 @@ def _handle_gaps(frames, tables_, schema, missing):
     counts = {spec["name"]: int(sum(g[spec["name"]].sum() for g in found.values()))
               for spec in schema}
     if missing == "error" and any(counts.values()):
-        problems = [f"{name!r}: missing in {_rows(found['train'][name], frames.train.index)}"
+        problems = [f"{name!r}: missing in {_rows(found['train'][name], frames.train)}"
                     for name, count in counts.items() if found["train"][name].any()]
         problems += [f"{name!r}: missing in {plural(count, 'row')} of the pre-split files"
                      for name, count in counts.items() if count and not found["train"][name].any()]
@@ -332,10 +332,11 @@ def fingerprint(frames, source=None):
     return digest.hexdigest()[:16]
 
 
-def _rows(mask, index):
-    rows = np.asarray(index)[np.asarray(mask)]
-    shown = ", ".join(str(r + 2) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
-    return f"{plural(len(rows), 'row')} (file lines {shown})"
+def _rows(mask, values):
+    """'2 rows (file lines 5, 9)': the rows of `values` (a table or column read by
+    read_table, numbered by position) where `mask` is true."""
+    rows = np.asarray(values.index)[np.asarray(mask)]
+    return f"{plural(len(rows), 'row')} (file lines {tables.file_lines(rows, values)})"
 
 
 def _reasons(left_out):
