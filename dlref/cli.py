@@ -489,7 +489,8 @@ def predict(
     text: list[str] = typer.Option([], "--text", help="text, seq2seq: an input given on the "
                                    "command line (repeatable); predictions go to stdout."),
     output: str | None = typer.Option(None, "--output", help="Where to write predictions "
-                                         "(default: DATA with .predictions.csv)."),
+                                         "(default: DATA with .predictions.csv; - for "
+                                         "standard output)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     horizon: int | None = typer.Option(None, "--horizon", help="timeseries: forecast this "
                                        "many steps after the file's last row (default 1)."),
@@ -542,7 +543,8 @@ def predict(
         return
     path, count = saved.predict_run(run, data, output, runs_dir=runs_dir, overwrite=overwrite,
                                     horizon=horizon)
-    typer.echo(f"Wrote {plural(count, 'prediction')} to {path}")
+    typer.echo(f"Wrote {plural(count, 'prediction')} to "
+               + ("standard output" if path == "-" else str(path)), err=path == "-")
 
 
 @app.command("runs")

@@ -3,6 +3,7 @@ baselines, plots and their TensorBoard copies), and the same run reloaded to eva
 predict (Keras safe mode, local files only)."""
 
 import shutil
+import sys
 from pathlib import Path
 
 from dlref import config as configlib
@@ -233,6 +234,10 @@ def predict_run(ref, data_path, output=None, runs_dir=None, overwrite=False, hor
     if options and "horizon" not in inspect.signature(module.predict).parameters:
         raise DlrefError(f"--horizon goes with the timeseries recipe; {ref} is a "
                          f"{manifest['recipe']} run.")
+    if output == "-":  # Standard output, for a pipe; notes and warnings stay on stderr.
+        frame = module.predict(model, meta, data_path, **options)
+        frame.to_csv(sys.stdout, index=False)
+        return output, len(frame)
     output = Path(output) if output else Path(data_path).with_suffix(".predictions.csv")
     if output.exists() and not overwrite:
         raise DlrefError(f"{output} exists; choose another --output or pass --overwrite.")

@@ -70,7 +70,7 @@ CASES = {
     "headerless": (
         lambda d: ["regression", "--data", _write(d / "nh.csv", "0.1,0.2,3.5\n1.5,2.5,4.25\n"
                                                   "2.0,1.0,0.5\n"), "--target", "y"],
-        ["header row"]),
+        ["No target column 'y'", "no header row", "column_1, column_2, column_3"]),
     "missing target": (
         lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "yy"],
         ["No target column 'yy'", "Did you mean 'y'", "Columns: x1, x2, x3, y"]),

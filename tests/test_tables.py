@@ -151,6 +151,41 @@ def test_a_title_above_the_header_row_is_skipped_with_a_note(above, tmp_path):
     assert list(frame.columns) == ["Unnamed: 0", "a", "b"] and len(frame) == 4 and not notes
 
 
+def test_a_file_without_a_header_row_gets_numbered_columns(tmp_path):
+    spam = tmp_path / "SMSSpamCollection"
+    spam.write_text("ham\tGo until jurong point, crazy\nham\tOk lar... Joking wif u oni\n"
+                    "spam\tFree entry in 2 a wkly comp\nham\tU dun say so early hor\n",
+                    encoding="utf-8")
+    frame, notes = tables.read_table(spam)
+    assert list(frame.columns) == ["column_1", "column_2"] and len(frame) == 4
+    assert "its first line holds values ('ham' recurs below it in column 1, 2 times" in notes[0]
+    numbers = tmp_path / "wine.data"
+    numbers.write_text("1,14.23,1.71\n1,13.2,1.78\n2,12.37,0.94\n", encoding="utf-8")
+    frame, notes = tables.read_table(numbers)
+    assert frame.shape == (3, 3) and frame["column_2"].iloc[0] == 14.23
+    assert "(only numbers: 1, 14.23, 1.71)" in notes[0]
+
+
+def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_root):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).round(3)
+    label = (x[:, 0] > 0).astype(int) + 1
+    path = tmp_path / "train.data"  # The class first, as in UCI's wine.data.
+    path.write_text("".join(f"{c},{a},{b},{d}\n" for c, (a, b, d) in zip(label, x, strict=True)))
+    helpers.assert_ok(helpers.invoke("train", "binary", "--data", path, "--target", "column_1",
+                                     "--epochs", 1))
+    new = tmp_path / "new.data"
+    new.write_text("".join(f"{a},{b},{d}\n" for a, b, d in x[:4]))
+    result = helpers.invoke("predict", helpers.only_run(runs_root, "binary"), "--data", new,
+                            "--output", "-")
+    helpers.assert_ok(result)
+    assert "one fewer than in training" in result.stderr
+    assert "Wrote 4 predictions to standard output" in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "column_2,column_3,column_4,predicted_column_1,probability_1"
+    assert len(lines) == 5 and lines[1].startswith(f"{x[0, 0]},{x[0, 1]},")
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

@@ -1,5 +1,6 @@
 """Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
-compressed) or Parquet, with a header row whose names may carry stray spaces.
+compressed) or Parquet, with a header row whose names may carry stray spaces, lines of a title
+above it, or no header at all (columns then named column_1, column_2, ...).
 
 `read_table(path)` returns (frame, notes): the notes say what was guessed (an encoding other
 than UTF-8, a decimal comma), so a user can tell how the file was read.
@@ -22,6 +23,7 @@ from dlref.text import listing, plural
 
 # frame.attrs key: the file line of the first data row (2 when the header is line 1).
 FIRST_ROW_LINE = "first_row_line"
+HEADERLESS = "headerless"  # frame.attrs key: its columns are named column_1, column_2, ...
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
 # Files that are tables, but not ones dlref reads: say what to save them as.
@@ -96,13 +98,22 @@ def _read_csv(path):
         sample = "\n".join(sample.splitlines()[skip:])
         notes.append(f"Skipped {plural(skip, 'line')} above the header row of {path.name} (line "
                      f"{skip + 1}): {listing([repr(text) for text in above], 3)}.")
-    _check_header(path, sample, delimiter)
+    values = _values_in_first_row(sample, delimiter)
+    if not values:
+        _check_header(path, sample, delimiter)
     try:
         frame = pd.read_csv(path, sep=delimiter, encoding=encoding, skipinitialspace=True,
-                            na_values=MISSING_MARKERS, low_memory=False, skiprows=skip)
+                            na_values=MISSING_MARKERS, low_memory=False, skiprows=skip,
+                            header=None if values else "infer")
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
-    frame.attrs[FIRST_ROW_LINE] = skip + 2
+    if values:
+        frame.columns = [f"column_{i}" for i in range(1, frame.shape[1] + 1)]
+        notes.append(f"No header row in {path.name}: its first line holds values ({values}), "
+                     f"so its columns are named column_1 to column_{frame.shape[1]} (--target "
+                     "column_N).")
+    frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
+    frame.attrs[HEADERLESS] = bool(values)
     if delimiter != ",":
         notes += _decimal_commas(frame)
     notes += _decorated_numbers(frame)
@@ -134,6 +145,25 @@ def _preamble(sample, delimiter, lines=30):
                 and not all(is_number(cell) for cell in row if cell.strip())):
             return index, [" ".join(cells) for cells in filled if cells]
     return 0, []
+
+
+def _values_in_first_row(sample, delimiter, lines=200):
+    """Why the first row is data, not a header ('' when it looks like a header): every cell a
+    number, or a word that recurs below it in its column ('ham' in a file of ham/spam labels,
+    'Iris-setosa' in UCI's iris.data)."""
+    rows = list(csv.reader(sample.splitlines()[:lines], delimiter=delimiter))
+    if len(rows) < 3 or len(rows[0]) < 2:
+        return ""
+    first = [cell.strip() for cell in rows[0]]
+    if all(cell and is_number(cell) for cell in first):
+        return "only numbers: " + ", ".join(first[:4]) + (", ..." if len(first) > 4 else "")
+    for index, cell in enumerate(first):
+        if cell and not is_number(cell):
+            column = [row[index].strip() for row in rows[1:] if len(row) > index]
+            if column.count(cell) >= 2:
+                return (f"{cell[:40]!r} recurs below it in column {index + 1}, "
+                        f"{plural(column.count(cell), 'time')} in the next {len(column)} rows")
+    return ""
 
 
 def _sample_bytes(path, size=1 << 20):
@@ -181,14 +211,10 @@ def _encoding(path, raw):
 
 
 def _check_header(path, sample, delimiter):
-    """Refuses a headerless file and duplicate column names, which pandas would rename."""
+    """Refuses duplicate column names, which pandas would rename, and a file of a header only."""
     lines = sample.splitlines()
     first = next(csv.reader(lines[:1], delimiter=delimiter), [])
     names = [name.strip() for name in first]
-    if names and all(is_number(name) for name in names):
-        shown = ", ".join(names[:4])
-        raise DlrefError(f"{path}: the first row looks like data ({shown}...). dlref needs a "
-                         "header row with column names.")
     seen = {}
     for index, name in enumerate(names, start=1):
         if name:

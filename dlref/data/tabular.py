@@ -13,6 +13,7 @@ statistics) is plain JSON in `meta`, so `dlref predict` repeats exactly what tra
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 
 import numpy as np
@@ -417,9 +418,28 @@ def load_labelled(path, meta):
 def predict(model, meta, path):
     """Predictions for a file of new rows: the input columns plus prediction (and probabilities)."""
     frame, notes = tables.read_table(path)
+    frame = _without_target_column(frame, meta, notes)
     x, more = features_for(frame.drop(columns=[meta["target"]], errors="ignore"), meta, str(path))
     _say(notes + more)
     return with_predictions(frame, model.predict(x, verbose=0), meta)
+
+
+def _without_target_column(frame, meta, notes):
+    """A file of new rows without a header, one column narrower than the headerless training
+    file because it has no target column: its columns named as in training, skipping the
+    target's number (wine.data's class is column_1, so new rows begin at column_2)."""
+    number = re.compile(r"column_(\d+)$")
+    names = [spec["name"] for spec in meta.get("schema", [])] + [meta["target"]]
+    found = [int(m.group(1)) for m in map(number.match, names) if m]
+    target_match = number.match(meta["target"])
+    if not (frame.attrs.get(tables.HEADERLESS) and target_match and found
+            and frame.shape[1] == max(found) - 1):
+        return frame
+    left_out = int(target_match.group(1))
+    renamed = {f"column_{i}": f"column_{i + (i >= left_out)}" for i in range(1, max(found))}
+    notes.append(f"{frame.shape[1]} columns without a header, one fewer than in training: read "
+                 f"as the training columns without the target {meta['target']!r}.")
+    return frame.rename(columns=renamed)
 
 
 def with_predictions(frame, outputs, meta):

@@ -6,20 +6,24 @@ import numpy as np
 import pandas as pd
 
 from dlref.data.columns import plain
-from dlref.data.tables import is_number
+from dlref.data.tables import HEADERLESS, is_number
 from dlref.errors import DlrefError, close_match
+from dlref.text import listing
 
 POSITIVE_WORDS = {"1", "true", "yes", "y", "positive", "pos"}
 MAX_CLASS_NUMBERS = 20  # More distinct whole numbers than this is a quantity, not a label.
 
 
 def check_present(frame, target, where):
+    numbered = (" (the file has no header row, so dlref numbered its columns)"
+                if frame.attrs.get(HEADERLESS) else "")
     if target is None:
-        raise DlrefError(f"--target is required with --data: the column to predict in {where}.")
+        raise DlrefError(f"--target is required with --data: the column to predict in {where}. "
+                         f"Columns{numbered}: {listing(frame.columns, 40)}.")
     if target not in frame.columns:
         raise DlrefError(
             f"No target column {target!r} in {where}.{close_match(target, frame.columns)} "
-            f"Columns: {', '.join(map(str, frame.columns))}."
+            f"Columns{numbered}: {listing(frame.columns, 40)}."
         )
 
 
@@ -65,8 +69,10 @@ def task_of(source):
 
 
 def free_text_column(frame, target):
-    """(column, median word count) of the column with the longest free text (nearly every
-    value distinct, a median of 8 words or more: names and addresses are shorter), or (None, 0)."""
+    """(column, median word count) of the column with the longest free text (most values
+    distinct, a median of 8 words or more: names and addresses are shorter), or (None, 0).
+    Real corpora repeat some texts (spam templates, retweets, "Great product!"): half of the
+    values distinct is enough at that length; a category of long labels repeats far more."""
     from dlref.data.tables import is_text
 
     found = (None, 0)
@@ -75,7 +81,7 @@ def free_text_column(frame, target):
         if name == target or not is_text(frame[name]) or len(values) < 10:
             continue
         words = int(values.astype(str).str.split().str.len().median())
-        if values.nunique() >= 0.9 * len(values) and words >= 8 and words > found[1]:
+        if values.nunique() >= 0.5 * len(values) and words >= 8 and words > found[1]:
             found = (name, words)
     return found
 

@@ -86,7 +86,8 @@ def read_csv(path, text_column, target_name):
     one with the longest texts)."""
     frame, notes = tables.read_table(path)
     if target_name is None:
-        raise DlrefError(f"--target is required with --data: the column of labels in {path}.")
+        raise DlrefError(f"--target is required with --data: the column of labels in {path}. "
+                         f"Columns: {listing(frame.columns, 40)}.")
     target_name = target_name.strip()
     target.check_present(frame, target_name, str(path))
     column = text_column.strip() if text_column else _guess_text_column(frame, target_name, path)
