@@ -118,6 +118,29 @@ def test_folders_that_cannot_train_a_classifier_are_refused(layout, words, tmp_p
     assert all(word in str(raised.value) for word in words), str(raised.value)
 
 
+@pytest.mark.parametrize("names, sizes", [
+    (("train", "val", "test"), (12, 6, 8)),
+    (("training", "testing"), None),  # No validation folder: drawn from the training one.
+])
+def test_a_folder_of_split_folders_is_used_as_given(names, sizes, tmp_path):
+    root = tmp_path / "chest_xray" / "chest_xray"  # As the zip unpacks, with __MACOSX.
+    for split, count in zip(names, (6, 3, 4), strict=False):
+        for label, value in (("NORMAL", 30), ("PNEUMONIA", 220)):
+            for i in range(count):
+                _save(root / split / label / f"{i}.jpeg", "L", (12, 10), value)
+    _save(tmp_path / "chest_xray" / "__MACOSX" / "chest_xray" / "train" / "._0.jpeg", "L")
+    data = images.load(Source(data=str(tmp_path / "chest_xray")), 0, 0.2, 0.2, size=(8, 8))
+    assert data.meta["classes"] == ["NORMAL", "PNEUMONIA"]
+    notes = "\n".join(data.notes)
+    assert "the only folder in" in notes and "Split folders in" in notes
+    if sizes:
+        assert tuple(len(part[1]) for part in (data.train, data.val, data.test)) == sizes
+        assert "used as given: train, val, test." in notes
+    else:
+        assert len(data.test[1]) == 6 and len(data.train[1]) + len(data.val[1]) == 12
+        assert "training (train), testing (test); validation items are drawn from" in notes
+
+
 def test_table_options_are_refused_for_images(tmp_path):
     root = _messy(tmp_path / "pets")
     with pytest.raises(DlrefError, match="--target, --drop go with tables and texts"):

@@ -84,6 +84,23 @@ def test_class_folders_and_a_train_test_layout(tmp_path):
     assert "unlabelled" in " ".join(found.notes) and "Latin-1" in " ".join(found.notes)
 
 
+def test_a_zipped_train_valid_test_layout_is_used_as_given(tmp_path):
+    root = tmp_path / "download" / "news"  # The zip's own folder, and a Mac's __MACOSX.
+    _folder(root / "Training")
+    _folder(root / "valid", files=5, seed=1)
+    _folder(root / "test", files=7, seed=2)
+    (tmp_path / "download" / "__MACOSX" / "news").mkdir(parents=True)
+    from dlref.recipes import text
+
+    data = textlib.load(Source(data=str(tmp_path / "download")), text.Config(sequence_length=20))
+    assert (len(data.train[1]), len(data.val[1]), len(data.test[1])) == (61, 16, 22)
+    notes = " ".join(data.notes)
+    assert "Reading download/news, the only folder in download" in notes.replace(
+        str(tmp_path) + "/", "")
+    assert "used as given: Training (train), valid (val), test." in notes
+    assert "validation 16 (its own validation set), test 22 (its own test set)" in notes
+
+
 def test_the_built_in_reviews_load_offline():
     found = textlib.read(Source())
     assert len(found.texts) == 25_000 and set(found.labels) == {"negative", "positive"}

@@ -6,6 +6,7 @@ mlxtend) -> every file with an image extension decoded once, before training: a 
 unreadable one is named in a warning and skipped, other files are ignored -> converted to one
 colour mode (grayscale when every image is, else RGB) and resized to one size, with a note ->
 split, stratified (or the given validation / test folders, or the dataset's own test set).
+A folder of train / val / test folders of class folders is taken as split (data/folders.py).
 
 Images stay uint8 (a quarter of float32's memory); each recipe's model rescales them itself, so
 `dlref predict` feeds it raw pixels exactly as training did. The class names, image size and
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlref.data import Dataset
+from dlref.data import Dataset, folders
 from dlref.errors import DlrefError
 from dlref.text import listing, plural, shown_path
 
@@ -66,7 +67,7 @@ def image_files(root, others=None):
     added to the list `others` when one is given (system files excepted)."""
     found = []
     for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        subfolders[:] = sorted(name for name in subfolders if not folders.hidden(name))
         for name in sorted(names):
             if name.startswith("."):
                 continue
@@ -113,9 +114,8 @@ def read_folder(root, size=None, channels=None, classes=None):
     if not root.is_dir():
         raise DlrefError(f"{shown_path(root)} is a file: give a folder with one sub-folder of "
                          "images per class (e.g. photos/cat/*.jpg, photos/dog/*.jpg).")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     others = []
-    files = {folder.name: image_files(folder, others) for folder in folders}
+    files = {folder.name: image_files(folder, others) for folder in folders.subfolders(root)}
     empty = [name for name, found in files.items() if not found]
     loose = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(EXTENSIONS)]
     if not any(files.values()):
@@ -318,9 +318,15 @@ def read(source, size=None, channels=None, default="digits"):
 
     _refuse_table_options(source)
     if source.data:
-        found = read_folder(source.data, size, channels)
+        notes = []
+        root = folders.dataset_root(source.data, notes)
+        layout = folders.split_folders(root)
+        found = read_folder(layout.get("train", root), size, channels)
+        found.notes[:0] = notes + ([folders.layout_note(root, layout)] if layout else [])
+        if layout:
+            found.where = str(root)
         for split in ("val", "test"):
-            path = getattr(source, f"{split}_data")
+            path = getattr(source, f"{split}_data") or layout.get(split)
             if path:
                 given = read_folder(path, found.x.shape[1:3], found.x.shape[3], sorted(
                     set(found.labels)))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlref.data import Dataset, tables, target, words
+from dlref.data import Dataset, folders, tables, target, words
 from dlref.errors import DlrefError, close_match
 from dlref.text import listing, plural, shown_path
 
@@ -39,6 +39,7 @@ class Texts:
     text_column: str | None = None
     notes: list = dataclasses.field(default_factory=list)
     test: tuple | None = None  # (texts, labels) of a test set that comes with the source.
+    val: tuple | None = None  # (texts, labels) of a validation set that comes with it.
 
 
 # --- Reading -----------------------------------------------------------------------------------
@@ -125,28 +126,35 @@ def _guess_text_column(frame, target_name, path):
     return max(lengths, key=lengths.get)
 
 
-def read_folder(root):
+def read_folder(path):
     """Texts of a folder with one sub-folder of files per class (e.g. aclImdb/train with neg/
-    and pos/); a folder holding train/ and test/ folders of that shape gives both."""
-    root = Path(root)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        train, test = _class_folders(root / "train"), _class_folders(root / "test")
-        found = Texts(*train[:2], str(root), "class", None, train[2] + test[2])
-        found.test = test[:2]
-        return found
-    texts, labels, notes = _class_folders(root)
-    return Texts(texts, labels, str(root), "class", None, notes)
+    and pos/); a folder of train / val / test folders of that shape (aclImdb/) gives each."""
+    notes = []
+    root = folders.dataset_root(path, notes)
+    layout = folders.split_folders(root)
+    if not layout:
+        texts, labels, more = _class_folders(root)
+        return Texts(texts, labels, str(root), "class", None, notes + more)
+    texts, labels, more = _class_folders(layout["train"])
+    found = Texts(texts, labels, str(root), "class", None,
+                  notes + [folders.layout_note(root, layout)] + more)
+    for split in ("val", "test"):
+        if split in layout:
+            texts, labels, more = _class_folders(layout[split])
+            setattr(found, split, (texts, labels))
+            found.notes += more
+    return found
 
 
 def _class_folders(root):
     """(texts, labels, notes) of one folder of class folders."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = folders.subfolders(root)
     notes = []
-    if any(p.name == "unsup" for p in folders):  # IMDB's 50,000 unlabelled reviews.
-        folders = [p for p in folders if p.name != "unsup"]
+    if any(p.name == "unsup" for p in classes):  # IMDB's 50,000 unlabelled reviews.
+        classes = [p for p in classes if p.name != "unsup"]
         notes.append(f"Left out {shown_path(root / 'unsup')} (unlabelled texts).")
     texts, labels, latin, skipped = [], [], 0, []
-    for folder in folders:
+    for folder in classes:
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         for path in files:
             raw = path.read_bytes()
@@ -279,20 +287,24 @@ def load(source, config):
     y, task, labels_meta = _encode_labels(labels, found.target, source.positive_class)
     from dlref.data.tabular import split_rows
 
-    given_test = found.test is not None
+    given_test, given_val = found.test is not None, found.val is not None
     train_rows, val_rows, test_rows = split_rows(y, task, config.seed, config.val_fraction,
-                                                 config.test_fraction, need_test=not given_test)
-    if given_test:
-        test_texts, test_labels = _usable(*found.test, f"the test set of {found.where}", notes)
-        y_test = target.apply(test_labels.rename(found.target), labels_meta, task,
-                              f"the test set of {found.where}")
-    else:
-        test_texts, y_test = texts[test_rows], y[test_rows]
+                                                 config.test_fraction, need_val=not given_val,
+                                                 need_test=not given_test)
+    given = {}
+    for name, part in (("validation", found.val), ("test", found.test)):
+        if part is not None:
+            where = f"the {name} set of {found.where}"
+            part_texts, part_labels = _usable(*part, where, notes)
+            given[name] = (part_texts, part_labels, target.apply(
+                part_labels.rename(found.target), labels_meta, task, where))
+    val_texts, _, y_val = given.get("validation", (texts[val_rows], None, y[val_rows]))
+    test_texts, _, y_test = given.get("test", (texts[test_rows], None, y[test_rows]))
     length = words.choose_length(texts[train_rows], config.sequence_length)
     layer = words.vectorizer(length, config.vocabulary_size)
     layer.adapt(np.array(list(texts[train_rows]), dtype=object), batch_size=4096)
     vocabulary = [str(word) for word in layer.get_vocabulary()]
-    split = {"train": texts[train_rows], "val": texts[val_rows], "test": test_texts}
+    split = {"train": texts[train_rows], "val": val_texts, "test": test_texts}
     ids = {name: words.to_ids(layer, part, length) for name, part in split.items()}
     meta = {"task": task, "target": found.target, "text_column": found.text_column,
             "source": found.where, **labels_meta, "sequence_length": length,
@@ -309,27 +321,29 @@ def load(source, config):
                      f"({100 * covered / max(1, len(vocabulary) - 2):.1f} %); the rest start "
                      "random.")
     # A given test set is part of the data too: a resume or evaluate notices when it changed.
-    every = ((pd.concat([texts, test_texts]), pd.concat([labels, test_labels])) if given_test
-             else (texts, labels))
+    every = (pd.concat([texts] + [part[0] for part in given.values()]),
+             pd.concat([labels] + [part[1] for part in given.values()]))
     notes.append(summary(found.where, task, labels_meta, {name: len(part) for name, part in
                                                            split.items()}, texts, length,
-                         len(vocabulary), given_test))
-    return Dataset(train=(ids["train"], y[train_rows]), val=(ids["val"], y[val_rows]),
+                         len(vocabulary), given))
+    return Dataset(train=(ids["train"], y[train_rows]), val=(ids["val"], y_val),
                    test=(ids["test"], y_test), meta=meta,
                    fingerprint=fingerprint(*every, source, meta), notes=notes,
                    warnings=target.class_warnings(task, labels_meta["classes"], found.target, {
-                       "training": y[train_rows], "validation": y[val_rows], "test": y_test}),
+                       "training": y[train_rows], "validation": y_val, "test": y_test}),
                    extra=extra)
 
 
-def summary(where, task, labels_meta, rows, texts, length, vocabulary, given_test):
+def summary(where, task, labels_meta, rows, texts, length, vocabulary, given):
     classes = labels_meta["classes"]
     kind = (f"binary, positive class {labels_meta['positive_class']!r}" if task == "binary"
             else f"{plural(len(classes), 'class', 'classes')}")
     counts = texts.str.split().str.len()
-    test = " (its own test set)" if given_test else ""
+    own = {name: f" (its own {name} set)" if name in given else ""
+           for name in ("validation", "test")}
     return (f"Data: {shown_path(where)}: {plural(sum(rows.values()), 'text')} ({kind}); train "
-            f"{rows['train']:,}, validation {rows['val']:,}, test {rows['test']:,}{test}. "
+            f"{rows['train']:,}, validation {rows['val']:,}{own['validation']}, test "
+            f"{rows['test']:,}{own['test']}. "
             f"Median {int(np.median(counts)):,} words; the first {length:,} of each are read, "
             f"with a vocabulary of the {vocabulary:,} most frequent training words.")
 

@@ -1,0 +1,59 @@
+"""Folders of labelled files as datasets are shipped: one sub-folder per class, perhaps inside
+train / val / test folders, perhaps inside one more folder that a zip unpacked into."""
+
+from pathlib import Path
+
+from dlref.errors import DlrefError
+from dlref.text import shown_path
+
+# Names of split folders (any letter case), by the split they hold.
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+
+
+def hidden(name):
+    """Folders and files no one means as data: hidden ones (.DS_Store, ._ files), and the
+    __MACOSX copy of a zip made on a Mac."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def subfolders(root):
+    return sorted(p for p in Path(root).iterdir() if p.is_dir() and not hidden(p.name))
+
+
+def dataset_root(path, notes):
+    """The folder under `path` that holds the class folders (or split folders of them): a
+    folder whose single sub-folder has folders in it cannot be the classes, so that sub-folder
+    is read (a zip often unpacks into one folder more: chest_xray/chest_xray/train/...), with
+    a note."""
+    root = Path(path)
+    if not root.exists():
+        raise DlrefError(f"No such file or folder: {shown_path(root)}")
+    while root.is_dir() and len(inside := subfolders(root)) == 1 and subfolders(inside[0]):
+        notes.append(f"Reading {shown_path(inside[0])}, the only folder in {shown_path(root)}.")
+        root = inside[0]
+    return root
+
+
+def split_folders(root):
+    """{'train': folder, 'val': ..., 'test': ...} when every sub-folder of `root` is named as
+    a split (train, val / valid / validation / dev, test / testing) and one is a training
+    folder; else {}."""
+    if not Path(root).is_dir():
+        return {}
+    inside = subfolders(root)
+    named = {SPLIT_FOLDERS.get(p.name.lower()): p for p in inside}
+    if len(inside) < 2 or None in named or "train" not in named or len(named) < len(inside):
+        return {}
+    return named
+
+
+def layout_note(root, layout):
+    """'Split folders in data, used as given: train, validation (val), test.'"""
+    named = [layout[split].name + ("" if layout[split].name == split else f" ({split})")
+             for split in ("train", "val", "test") if split in layout]
+    drawn = [what for split, what in (("val", "validation"), ("test", "test"))
+             if split not in layout]
+    return (f"Split folders in {shown_path(root)}, used as given: {', '.join(named)}"
+            + (f"; {' and '.join(drawn)} items are drawn from the training folder"
+               if drawn else "") + ".")
