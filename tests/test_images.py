@@ -122,7 +122,7 @@ def test_folders_that_cannot_train_a_classifier_are_refused(layout, words, tmp_p
     (("train", "val", "test"), (12, 6, 8)),
     (("training", "testing"), None),  # No validation folder: drawn from the training one.
 ])
-def test_a_folder_of_split_folders_is_used_as_given(names, sizes, tmp_path):
+def test_a_folder_of_split_folders_is_used_as_given(names, sizes, tmp_path, capsys):
     root = tmp_path / "chest_xray" / "chest_xray"  # As the zip unpacks, with __MACOSX.
     for split, count in zip(names, (6, 3, 4), strict=False):
         for label, value in (("NORMAL", 30), ("PNEUMONIA", 220)):
@@ -136,6 +136,8 @@ def test_a_folder_of_split_folders_is_used_as_given(names, sizes, tmp_path):
     if sizes:
         assert tuple(len(part[1]) for part in (data.train, data.val, data.test)) == sizes
         assert "used as given: train, val, test." in notes
+        labelled = images.load_labelled(tmp_path / "chest_xray", data.meta)  # evaluate --data
+        assert len(labelled.test[1]) == 8 and "Evaluating on" in capsys.readouterr().err
     else:
         assert len(data.test[1]) == 6 and len(data.train[1]) + len(data.val[1]) == 12
         assert "training (train), testing (test); validation items are drawn from" in notes

@@ -501,8 +501,15 @@ def load_labelled(path, meta):
     """A Dataset whose test split is a labelled folder (one sub-folder per class), for
     evaluate --data."""
     height, width, channels = meta["image_shape"]
-    found = read_folder(path, (height, width), channels, classes=meta["classes"])
-    for line in found.notes + found.warnings:
+    notes = []
+    root = folders.dataset_root(path, notes)
+    layout = folders.split_folders(root)
+    if "test" in layout:
+        notes.append(f"Evaluating on {shown_path(layout['test'])}, the test folder of "
+                     f"{shown_path(root)}.")
+    found = read_folder(layout.get("test", root), (height, width), channels,
+                        classes=meta["classes"])
+    for line in notes + found.notes + found.warnings:
         print(line, file=sys.stderr)
     index = {name: i for i, name in enumerate(meta["classes"])}
     y = np.array([index[name] for name in found.labels], dtype=np.int32)
