@@ -84,8 +84,8 @@ class ClassJudge:
 
 class NeighbourJudge:
     """Nearness to the real images, for one class (nothing to label), in pixel space shrunk to
-    at most 16 pixels a side: each real training image's neighbourhood reaches its 3rd nearest
-    real neighbour. A sample is realistic when it lies in some real image's neighbourhood (the
+    at most 16 pixels a side, each image centred and scaled to length 1 (`_shrunk`): each real
+    training image's neighbourhood reaches its 3rd nearest real neighbour. A sample is realistic when it lies in some real image's neighbourhood (the
     improved precision of Kynkaanniemi et al., 2019); `coverage` is the share of real images
     whose neighbourhood holds a sample (Naeem et al., 2020), from as many samples as there are
     real test images, so that real and generated images are scored alike."""
@@ -116,7 +116,7 @@ class NeighbourJudge:
         """(title, passes) per image: the distance to the nearest real training image."""
         points = _shrunk(images)
         nearest = _distances(points, self.train).min(axis=1)
-        return [(f"nearest {d:.2f}", bool(inside))
+        return [(f"nearest {d:.3f}", bool(inside))
                 for d, inside in zip(nearest, self._near(points).any(axis=1), strict=True)]
 
     def plot_title(self):
@@ -133,12 +133,16 @@ class NeighbourJudge:
 
 
 def _shrunk(images, side=16):
-    """uint8 images as rows of float pixels in [0, 1], averaged down to at most `side` a side."""
+    """uint8 images as rows of pixels averaged down to at most `side` a side, each row centred
+    and scaled to length 1: brightness and contrast do not count, shapes and colours do (a
+    faint smudge is not near a thin stroke)."""
     x = images.astype("float32") / 255
     step = max(1, math.ceil(max(x.shape[1:3]) / side))
     height, width = (x.shape[1] // step) * step, (x.shape[2] // step) * step
     x = x[:, :height, :width].reshape(len(x), height // step, step, width // step, step, -1)
-    return x.mean(axis=(2, 4)).reshape(len(x), -1).astype("float64")
+    rows = x.mean(axis=(2, 4)).reshape(len(x), -1).astype("float64")
+    rows -= rows.mean(axis=1, keepdims=True)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
 
 
 def _distances(a, b):
