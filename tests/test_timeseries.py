@@ -200,6 +200,9 @@ def _read(tmp_path, text, target="v", date_column="d", name="s.csv"):
      "2015-01-01", "MS"),  # Local wall time, not UTC.
     (["2024-03-30T23:00:00+01:00", "2024-03-31T00:00:00+01:00", "2024-03-31T03:00:00+02:00"],
      "2024-03-30 22:00", None),  # Hours whose offset changes at DST: read as UTC.
+    (["1704067200", "1704070800", "1704074400"], "2024-01-01", "h"),  # Unix seconds.
+    (["1704067200000", "1704067260000", "1704067320000"], "2024-01-01", "min"),  # Milliseconds.
+    (["45292", "45293", "45294"], "2024-01-01", "D"),  # Excel's day numbers.
 ])
 def test_dates_people_write_are_read_as_meant(dates, first, frequency, tmp_path):
     rows = "".join(f"{d},{i}\n" for i, d in enumerate(dates))

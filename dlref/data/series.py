@@ -110,10 +110,11 @@ def _numbers(column, where):
 
 def _dates(column, where, notes):
     """A DatetimeIndex from a date column: text in any common format (day first when the file
-    says so), year numbers, YYYYMMDD numbers. Time zones are dropped, keeping local wall time
-    (a monthly series stays on the 1st of each month), except in a series of hours or minutes
-    whose UTC offset changes (daylight-saving time): there wall time repeats an hour each
-    autumn and skips one each spring, so the instants are read as UTC (with a note)."""
+    says so), year numbers, YYYYMMDD numbers, Unix times and Excel day numbers. Time zones
+    are dropped, keeping local wall time (a monthly series stays on the 1st of each month),
+    except in a series of hours or minutes whose UTC offset changes (daylight-saving time):
+    there wall time repeats an hour each autumn and skips one each spring, so the instants are
+    read as UTC (with a note)."""
     utc = None
     if pd.api.types.is_datetime64_any_dtype(column):
         parsed = column
@@ -121,7 +122,8 @@ def _dates(column, where, notes):
             parsed, utc = parsed.dt.tz_localize(None), parsed.dt.tz_convert(None)
     else:
         numbers = pd.to_numeric(column, errors="coerce")
-        parsed = _number_dates(numbers, column, where) if numbers.notna().all() else None
+        parsed = (_number_dates(numbers, column, where, notes) if numbers.notna().all()
+                  else None)
         if parsed is None:
             parsed, utc = _text_dates(column, where)
     if utc is not None and _offset_changes_within_days(parsed, utc):
@@ -144,13 +146,27 @@ def _offset(delta):
     return f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def _number_dates(numbers, column, where):
+# Numbers that are dates, by their range: (low, high, what they are, to_datetime's options).
+NUMBER_DATES = [
+    (9.4e8, 4.1e9, "Unix time in seconds", {"unit": "s"}),  # 2000-2099
+    (9.4e11, 4.1e12, "Unix time in milliseconds", {"unit": "ms"}),
+    (18264, 73051, "Excel serial day numbers", {"unit": "D", "origin": "1899-12-30"}),
+]
+
+
+def _number_dates(numbers, column, where, notes):
     whole = (numbers % 1 == 0).all()
     if whole and numbers.between(1000, 2999).all():  # Years: 1700, 1701, ...
         return pd.to_datetime(numbers.astype(int).astype(str), format="%Y")
     if whole and numbers.between(10000101, 29991231).all():  # 20240131
         parsed = pd.to_datetime(numbers.astype(int).astype(str), format="%Y%m%d", errors="coerce")
         if parsed.notna().all():
+            return parsed
+    for low, high, what, options in NUMBER_DATES:
+        if numbers.between(low, high).all():
+            parsed = pd.to_datetime(numbers, **options).dt.round("s")
+            notes.append(f"Dates: {column.name!r} holds numbers, read as {what} "
+                         f"({numbers.iloc[0]:.15g} = {parsed.iloc[0]}).")
             return parsed
     raise DlrefError(f"{where}: column {column.name!r} holds plain numbers "
                      f"({listing(column.head(3), 3)}, ...), not dates. Without --date-column "

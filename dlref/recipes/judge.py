@@ -85,10 +85,11 @@ class ClassJudge:
 class NeighbourJudge:
     """Nearness to the real images, for one class (nothing to label), in pixel space shrunk to
     at most 16 pixels a side, each image centred and scaled to length 1 (`_shrunk`): each real
-    training image's neighbourhood reaches its 3rd nearest real neighbour. A sample is realistic when it lies in some real image's neighbourhood (the
-    improved precision of Kynkaanniemi et al., 2019); `coverage` is the share of real images
-    whose neighbourhood holds a sample (Naeem et al., 2020), from as many samples as there are
-    real test images, so that real and generated images are scored alike."""
+    training image's neighbourhood reaches its 3rd nearest real neighbour. A sample is
+    realistic when it lies in some real image's neighbourhood (the improved precision of
+    Kynkaanniemi et al., 2019); `coverage` is the share of real images whose neighbourhood
+    holds a sample (Naeem et al., 2020), from as many samples as there are real test images,
+    so that real and generated images are scored alike."""
 
     spread = "coverage"
 
