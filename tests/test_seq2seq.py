@@ -61,10 +61,15 @@ def test_empty_cells_long_pairs_and_latin1(tmp_path):
     path.write_bytes("\n".join(rows + ["caf\u00e9\tcaf\u00e9"]).encode("latin-1"))
     found = pairs.read(Source(data=str(path)), max_length=80, num_samples=0)
     notes = " ".join(found.notes)
-    assert "not UTF-8: read it as Latin-1" in notes
+    assert "not UTF-8: read it as Windows-1252 (Latin-1)" in notes
     assert "Dropped 2 pairs with an empty source or target" in notes
     assert "Left out 1 pair longer than 80 characters" in notes
     assert found.sources[-1] == "caf\u00e9" and len(found.sources) == 21
+    path.write_text("\n".join(rows + ["caf\u00e9\tcaf\u00e9 \u2014 \u00e0 bient\u00f4t"]),
+                    encoding="utf-16")  # Notepad's "Unicode".
+    found = pairs.read(Source(data=str(path)), max_length=80, num_samples=0)
+    assert "not UTF-8: read it as UTF-16" in " ".join(found.notes)
+    assert found.targets[-1] == "caf\u00e9 \u2014 \u00e0 bient\u00f4t"
 
 
 def test_teacher_forcing_arrays():

@@ -78,10 +78,15 @@ def test_class_folders_and_a_train_test_layout(tmp_path):
     _folder(tmp_path / "test", seed=1)
     (tmp_path / "train" / "unsup").mkdir()
     (tmp_path / "train" / "unsup" / "1.txt").write_text("no label here")
+    (tmp_path / "train" / "space" / "9998").write_text("La fusée décolle — enfin",
+                                                       encoding="utf-16")  # Notepad's Unicode.
     found = textlib.read_folder(tmp_path)
     assert sorted(found.labels.unique()) == ["cooking", "space", "sport"]
     assert found.test is not None and len(found.test[0]) == 61
-    assert "unlabelled" in " ".join(found.notes) and "Latin-1" in " ".join(found.notes)
+    assert "unlabelled" in " ".join(found.notes)
+    (note,) = [note for note in found.notes if note.startswith("Not UTF-8 in train")]
+    assert "1 file as Windows-1252 (Latin-1)" in note and "1 file as UTF-16" in note
+    assert "La fusée décolle — enfin" in list(found.texts)
 
 
 def test_a_zipped_train_valid_test_layout_is_used_as_given(tmp_path):

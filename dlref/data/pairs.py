@@ -23,7 +23,7 @@ import numpy as np
 
 from dlref.data import Dataset
 from dlref.errors import DlrefError
-from dlref.text import listing, plural, shown_path
+from dlref.text import decoded, listing, plural, shown_path
 
 PAD, START, END, UNKNOWN = 0, 1, 2, 3
 RESERVED = 4  # Ids below this are the four symbols above.
@@ -81,20 +81,19 @@ def read_tsv(path):
     if path.is_dir() or not path.is_file():
         raise DlrefError(f"No pair file at {path} (expected a text file of source<TAB>target "
                          "lines).")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:65536]:
-        raise DlrefError(f"{path} is not a text file (it holds NUL bytes): expected "
-                         "source<TAB>target lines.")
-    text, notes = _decode(raw, path)
+    text, notes = _decode(path.read_bytes(), path)
     return _parse(text.split("\n"), shown_path(path), notes)
 
 
 def _decode(raw, path):
-    """(text, notes): UTF-8 (a byte-order mark dropped), else Latin-1 with a notice."""
-    try:
-        return raw.decode("utf-8-sig"), []
-    except UnicodeDecodeError:
-        return raw.decode("latin-1"), [f"{path.name} is not UTF-8: read it as Latin-1."]
+    """(text, notes): UTF-8, UTF-16 or Windows-1252 / Latin-1 (dlref.text.decoded), saying
+    which when it is not UTF-8; a binary file is refused."""
+    text, encoding = decoded(raw)
+    if encoding is None:
+        raise DlrefError(f"{path} is not a text file (it holds NUL bytes): expected "
+                         "source<TAB>target lines.")
+    return text, [] if encoding == "UTF-8" else [f"{path.name} is not UTF-8: read it as "
+                                                  f"{encoding}."]
 
 
 def read_lines(path):

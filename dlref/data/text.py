@@ -11,6 +11,7 @@ raw text exactly as training did.
 """
 
 import dataclasses
+from collections import Counter
 import hashlib
 import json
 import re
@@ -22,7 +23,7 @@ import pandas as pd
 
 from dlref.data import Dataset, folders, tables, target, words
 from dlref.errors import DlrefError, close_match
-from dlref.text import listing, plural, shown_path
+from dlref.text import decoded, listing, plural, shown_path
 
 _MARKUP = re.compile(r"<[^>]{0,100}>")  # IMDB's <br /> and other tags.
 _SPACES = re.compile(r"\s+")
@@ -153,26 +154,26 @@ def _class_folders(root):
     if any(p.name == "unsup" for p in classes):  # IMDB's 50,000 unlabelled reviews.
         classes = [p for p in classes if p.name != "unsup"]
         notes.append(f"Left out {shown_path(root / 'unsup')} (unlabelled texts).")
-    texts, labels, latin, skipped = [], [], 0, []
+    texts, labels, skipped = [], [], []
+    encodings = Counter()
     for folder in classes:
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         for path in files:
-            raw = path.read_bytes()
-            if b"\x00" in raw[:4096]:
+            text, encoding = decoded(path.read_bytes())
+            if encoding is None:
                 skipped.append(path.name)
                 continue
-            try:
-                text = raw.decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text, latin = raw.decode("latin-1"), latin + 1
+            encodings[encoding] += 1
             texts.append(text)
             labels.append(folder.name)
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise DlrefError(f"{shown_path(root)} needs one sub-folder of text files per class (two "
                          f"or more); found {listing(classes) or 'none with files'}.")
-    if latin:
-        notes.append(f"{plural(latin, 'file')} in {shown_path(root)} not UTF-8: read as Latin-1.")
+    others = [f"{plural(count, 'file')} as {name}" for name, count in encodings.most_common()
+              if name != "UTF-8"]
+    if others:
+        notes.append(f"Not UTF-8 in {shown_path(root)}: read {' and '.join(others)}.")
     if skipped:
         notes.append(f"Left out {plural(len(skipped), 'binary file')} in {shown_path(root)} "
                      f"(e.g. {skipped[0]}).")
@@ -388,8 +389,7 @@ def read_new(path, meta, labelled):
             raise DlrefError(f"{path}: evaluation needs labels: a CSV with the columns "
                              f"{meta['text_column'] or 'text'!r} and {meta['target']!r}, or a "
                              "folder of class folders.")
-        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
-                 if line.strip()]
+        lines = [line for line in decoded(path.read_bytes())[0].splitlines() if line.strip()]
         return pd.DataFrame({"text": lines}), pd.Series(lines), None
     frame, notes = tables.read_table(path)
     _say(notes)
