@@ -128,9 +128,12 @@ CASES = {
         ["more than once", "'y' (columns 2, 3)"]),
     "a folder as --data": (
         lambda d: ["regression", "--data", d, "--target", "y"], ["is a folder"]),
-    "an Excel file": (
+    "a damaged Excel workbook": (
         lambda d: ["regression", "--data", _write_bytes(d / "book.xlsx", b"PK\x03\x04rest"),
-                   "--target", "y"], ["Excel", "CSV"]),
+                   "--target", "y"], ["Could not read", "as an Excel workbook"]),
+    "a zip named as a CSV": (
+        lambda d: ["regression", "--data", _write_bytes(d / "book.csv", b"PK\x03\x04rest"),
+                   "--target", "y"], ["zip archive or an Excel workbook", ".xlsx"]),
     "neither CSV nor Parquet": (
         lambda d: ["regression", "--data", _write(d / "data.json", "[]"), "--target", "y"],
         ["CSV", "Parquet", ".json"]),

@@ -186,6 +186,32 @@ def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_
     assert len(lines) == 5 and lines[1].startswith(f"{x[0, 0]},{x[0, 1]},")
 
 
+def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
+    table = _messy().drop(columns=["Member", "Ship"])
+    table["Booked"] = pd.to_datetime(table["Booked"])  # Excel date cells.
+    path = tmp_path / "passengers.xlsx"
+    with pd.ExcelWriter(path) as book:
+        pd.DataFrame().to_excel(book, sheet_name="Cover")  # Empty: passed over.
+        pd.DataFrame([["Passenger list"], ["As of 1912-04-20"]]).to_excel(
+            book, sheet_name="List", header=False, index=False)
+        table.to_excel(book, sheet_name="List", startrow=3, startcol=1, index=False)
+    frame, notes = tables.read_table(path)
+    assert list(frame.columns) == list(table.columns) and len(frame) == 80
+    assert "Read the sheet 'List' of passengers.xlsx" in notes[0]
+    assert "Skipped 3 lines above the header row of passengers.xlsx (line 4)" in notes[1]
+    assert str(frame["Booked"].iloc[0]) == str(table["Booked"].iloc[0])
+    data = _load(path)
+    assert any(name.startswith("Booked_") for name in data.meta["features"])  # A date.
+    from dlref.errors import DlrefError
+
+    with pytest.raises(DlrefError, match="'Age': missing in 11 rows .file lines 8, 15"):
+        _load(path, missing="error")  # The sheet's row numbers.
+    broken = tmp_path / "broken.xlsx"
+    broken.write_bytes(b"PK\x03\x04 not really a workbook")
+    with pytest.raises(DlrefError, match="Could not read .*broken.xlsx as an Excel workbook"):
+        tables.read_table(broken)
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

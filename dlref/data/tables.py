@@ -1,6 +1,7 @@
 """Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
-compressed) or Parquet, with a header row whose names may carry stray spaces, lines of a title
-above it, or no header at all (columns then named column_1, column_2, ...).
+compressed), Parquet or an Excel workbook (.xlsx, its first sheet with data), with a header row
+whose names may carry stray spaces, lines of a title above it, or no header at all (columns then
+named column_1, column_2, ...).
 
 `read_table(path)` returns (frame, notes): the notes say what was guessed (an encoding other
 than UTF-8, a decimal comma), so a user can tell how the file was read.
@@ -25,9 +26,10 @@ from dlref.text import listing, plural
 FIRST_ROW_LINE = "first_row_line"
 HEADERLESS = "headerless"  # frame.attrs key: its columns are named column_1, column_2, ...
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
 # Files that are tables, but not ones dlref reads: say what to save them as.
-OTHER_FORMATS = {".xlsx", ".xls", ".xlsm", ".ods", ".json", ".jsonl", ".xml", ".html", ".htm",
+OTHER_FORMATS = {".xls", ".ods", ".json", ".jsonl", ".xml", ".html", ".htm",
                  ".feather", ".arrow", ".h5", ".hdf5", ".pkl", ".pickle", ".npy", ".npz",
                  ".sav", ".dta", ".sas7bdat", ".db", ".sqlite", ".orc", ".avro"}
 # Cells that mean "no value" in real exports, besides pandas' own (empty, NA, N/A, NaN, null...).
@@ -42,16 +44,18 @@ _NUMBER_DECORATION = re.compile(r"(?<=^-)[$€£]\s?|^[$€£]\s?|\s?%$|(?<=\d),
 
 
 def read_table(path):
-    """Reads a CSV or Parquet file with a header row; returns (frame, notes)."""
+    """Reads a CSV, Parquet or .xlsx file with a header row; returns (frame, notes)."""
     path = Path(path)
     if path.is_dir():
-        raise DlrefError(f"{path} is a folder; --data expects a CSV or Parquet file.")
+        raise DlrefError(f"{path} is a folder; --data expects a CSV, Parquet or .xlsx file.")
     if not path.is_file():
         raise DlrefError(f"Data file not found: {path}")
     head = path.read_bytes()[:4] if path.stat().st_size else b""
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     if head == b"PAR1" or (suffixes and suffixes[-1] in PARQUET_SUFFIXES):
         frame, notes = _read_parquet(path), []
+    elif suffixes and suffixes[-1] in EXCEL_SUFFIXES:
+        frame, notes = _read_excel(path)
     else:
         _check_csv_like(path, head, suffixes)
         frame, notes = _read_csv(path)
@@ -62,12 +66,13 @@ def _check_csv_like(path, head, suffixes):
     plain = [s for s in suffixes if s not in COMPRESSED_SUFFIXES][-1:] or [""]
     compressed = bool(suffixes) and suffixes[-1] in COMPRESSED_SUFFIXES
     if head.startswith(b"PK") and not compressed:
-        raise DlrefError(f"{path} is a zip archive or an Excel workbook, not a CSV. Save the "
-                         "sheet as CSV (File > Save as > CSV UTF-8) or as Parquet.")
+        raise DlrefError(f"{path} is a zip archive or an Excel workbook, not a CSV. Name a "
+                         "workbook .xlsx, or save the sheet as CSV (File > Save as > CSV UTF-8) "
+                         "or as Parquet.")
     if plain[0] in OTHER_FORMATS:
         raise DlrefError(f"{path}: dlref reads CSV files (.csv, .tsv, .txt, also .gz / .zip "
-                         f"compressed) and Parquet (.parquet), not {plain[0]} files. Save the "
-                         "table as CSV or Parquet.")
+                         f"compressed), Parquet (.parquet) and Excel workbooks (.xlsx), not "
+                         f"{plain[0]} files. Save the table as CSV, Parquet or .xlsx.")
 
 
 def _read_parquet(path):
@@ -80,17 +85,50 @@ def _read_parquet(path):
                          f"{error}).") from None
 
 
-def _read_csv(path):
-    raw = _sample_bytes(path)
+def _read_excel(path):
+    """The first sheet of a workbook, through the CSV reader, so that a title above the header,
+    a missing header row and numbers typed as text are handled as in a CSV. Cells keep what
+    Excel stores: numbers, dates (as ISO text, read back as dates), text."""
+    import io
+
+    try:
+        sheets = pd.read_excel(path, sheet_name=None, header=None, dtype=object)
+    except ImportError as error:
+        raise DlrefError(f"Reading Excel workbooks needs openpyxl: {error}") from None
+    except Exception as error:  # openpyxl raises its own types for a damaged file.
+        raise DlrefError(f"Could not read {path} as an Excel workbook ({type(error).__name__}: "
+                         f"{error}).") from None
+    # Empty columns go (a table that starts in column B); rows stay, so that a message's line
+    # numbers are the sheet's row numbers.
+    filled = {name: sheet.dropna(axis=1, how="all") for name, sheet in sheets.items()
+              if sheet.notna().any().any()}
+    if not filled:
+        raise DlrefError(f"{path}: every sheet is empty.")
+    name, sheet = next(iter(filled.items()))
+    notes = [] if len(sheets) == 1 else [
+        f"Read the sheet {name!r} of {path.name}, the first with data ({len(sheets)} sheets: "
+        f"{listing(sheets, 6)}); save another sheet as CSV to use it."]
+    text = sheet.to_csv(index=False, header=False, date_format="%Y-%m-%d %H:%M:%S")
+    frame, more = _read_csv(path, io.BytesIO(text.encode("utf-8")))
+    # A column that held only the title above the table is empty and unnamed below it.
+    title = [name for name in frame.columns
+             if str(name).startswith("Unnamed: ") and frame[name].isna().all()]
+    return frame.drop(columns=title), notes + more
+
+
+def _read_csv(path, handle=None):
+    """A CSV file, or the CSV text in `handle` (an Excel sheet), read as _read_csv reads files."""
+    raw = _sample_bytes(path) if handle is None else handle.getvalue()
     if not raw.strip():
         raise DlrefError(f"{path} is empty: expected a header row and data rows.")
-    encoding, notes = _encoding(path, raw)
+    encoding, notes = _encoding(path, raw) if handle is None else ("utf-8", [])
     sample = raw.decode(encoding, errors="replace")
     if "\x00" in sample:
         raise DlrefError(f"{path} is not a text file (it holds NUL bytes). Save the data as "
                          "CSV or Parquet.")
     try:
-        delimiter = csv.Sniffer().sniff(sample[:65536], delimiters=",;\t|").delimiter
+        delimiter = "," if handle is not None else csv.Sniffer().sniff(
+            sample[:65536], delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
     skip, above = _preamble(sample, delimiter)
@@ -102,9 +140,9 @@ def _read_csv(path):
     if not values:
         _check_header(path, sample, delimiter)
     try:
-        frame = pd.read_csv(path, sep=delimiter, encoding=encoding, skipinitialspace=True,
-                            na_values=MISSING_MARKERS, low_memory=False, skiprows=skip,
-                            header=None if values else "infer")
+        frame = pd.read_csv(path if handle is None else handle, sep=delimiter,
+                            encoding=encoding, skipinitialspace=True, na_values=MISSING_MARKERS,
+                            low_memory=False, skiprows=skip, header=None if values else "infer")
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
     if values:

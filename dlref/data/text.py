@@ -116,7 +116,8 @@ def _guess_text_column(frame, target_name, path):
     # Characters over all rows, so that a stray column with a few long cells (the overflow
     # of a badly quoted export) does not win over the column that holds every text.
     lengths = {name: frame[name].dropna().astype(str).str.len().sum()
-               for name in frame.columns if name != target_name and tables.is_text(frame[name])}
+               for name in frame.columns if name != target_name and tables.is_text(frame[name])
+               and not _dates_or_numbers(frame[name])}
     lengths = {name: length for name, length in lengths.items() if length > 0}
     if not lengths:
         empty = [name for name in frame.columns if frame[name].isna().all()]
@@ -125,6 +126,22 @@ def _guess_text_column(frame, target_name, path):
         raise DlrefError(f"{path} has no column of text besides the target {target_name!r}. "
                          f"Columns: {listing(frame.columns, 40)}.")
     return max(lengths, key=lengths.get)
+
+
+def _dates_or_numbers(column, rows=200):
+    """Whether nearly every value is a date or a number written as text ("2020-01-01 00:00",
+    "1,234"): long cells, but not texts to learn from."""
+    import warnings
+
+    values = column.dropna().astype(str).head(rows)
+    if values.empty:
+        return False
+    with warnings.catch_warnings():  # pandas' notes on format inference.
+        warnings.simplefilter("ignore")
+        dates = pd.to_datetime(values, errors="coerce", format="mixed").notna()
+    numbers = pd.to_numeric(values.str.replace(r"[$€£%,\s]", "", regex=True),
+                            errors="coerce").notna()
+    return bool((dates | numbers).mean() >= 0.9)
 
 
 def read_folder(path):
@@ -345,8 +362,8 @@ def summary(where, task, labels_meta, rows, texts, length, vocabulary, given):
     return (f"Data: {shown_path(where)}: {plural(sum(rows.values()), 'text')} ({kind}); train "
             f"{rows['train']:,}, validation {rows['val']:,}{own['validation']}, test "
             f"{rows['test']:,}{own['test']}. "
-            f"Median {int(np.median(counts)):,} words; the first {length:,} of each are read, "
-            f"with a vocabulary of the {vocabulary:,} most frequent training words.")
+            f"Median {plural(int(np.median(counts)), 'word')}; the first {length:,} of each are "
+            f"read, with a vocabulary of the {vocabulary:,} most frequent training words.")
 
 
 def _trivial(y_train):
