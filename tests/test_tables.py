@@ -344,6 +344,15 @@ def test_pre_split_file_with_an_unseen_class_is_refused(tmp_path):
     odd["Survived"] = 2
     with pytest.raises(Exception, match="never saw: 2"):
         _load(tmp_path / "train.csv", test_data=str(_write(odd, tmp_path / "test.csv")))
+    from dlref.data import target
+    from dlref.errors import DlrefError
+
+    meta = {"classes": ["<=50K", ">50K"], "positive_class": ">50K"}
+    labels = pd.Series(["<=50K.", ">50K.", ">50K"], name="income")  # As in adult.test.
+    with pytest.raises(DlrefError) as error:
+        target.apply(labels, meta, "binary", "adult.test")
+    assert ("2 of them differ from a known class only in letter case, spacing or end "
+            "punctuation ('<=50K.' for '<=50K', '>50K.' for '>50K')") in str(error.value)
 
 
 # --- The command line ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pandas as pd
 from dlref.data.columns import plain
 from dlref.data.tables import HEADERLESS, is_number
 from dlref.errors import DlrefError, close_match
-from dlref.text import listing
+from dlref.text import listing, plural
 
 POSITIVE_WORDS = {"1", "true", "yes", "y", "positive", "pos"}
 MAX_CLASS_NUMBERS = 20  # More distinct whole numbers than this is a quantity, not a label.
@@ -201,10 +201,29 @@ def apply(series, meta, task, where):
     unknown = sorted(set(labels) - set(known), key=sort_key)
     if unknown and not meta.get("one_vs_rest"):
         raise DlrefError(f"{where} has classes the model never saw: {', '.join(unknown[:10])}. "
-                         f"Known: {', '.join(known)}.")
+                         f"Known: {', '.join(known)}.{_written_apart(unknown, known)}")
     if task == "binary":
         return (labels == meta["positive_class"]).to_numpy(dtype="float32")
     return labels.map({c: i for i, c in enumerate(known)}).to_numpy(dtype="int32")
+
+
+def _written_apart(unknown, known):
+    """' ... differ from a known class only in case, spacing or end punctuation' when they do
+    (UCI's adult.test writes '>50K.' for adult.data's '>50K'), else ''."""
+    def bare(label):  # '>50K.' and ' >50k' are '>50k'; '<=50K' stays apart from '>50K'.
+        return " ".join(str(label).split()).casefold().strip(" .,;:!?\"'")
+
+    by_bare = {}
+    for label in known:
+        by_bare.setdefault(bare(label), []).append(label)
+    by_bare = {key: labels[0] for key, labels in by_bare.items() if len(labels) == 1}
+    pairs = [(label, by_bare[bare(label)]) for label in unknown if bare(label) in by_bare]
+    if not pairs:
+        return ""
+    shown = ", ".join(f"{a!r} for {b!r}" for a, b in pairs[:4])
+    return (f" {plural(len(pairs), 'of them differs', 'of them differ')} from a known class only "
+            f"in letter case, spacing or end punctuation ({shown}): write the classes alike "
+            "in both files.")
 
 
 def labels_as_text(series):
