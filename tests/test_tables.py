@@ -166,6 +166,17 @@ def test_a_file_without_a_header_row_gets_numbered_columns(tmp_path):
     assert "(only numbers: 1, 14.23, 1.71)" in notes[0]
 
 
+def test_header_rows_repeated_in_a_joined_file_are_dropped(tmp_path):
+    table = _messy(30)
+    path = tmp_path / "joined.csv"  # Three exports joined with cat: the header three times.
+    path.write_text("".join(table.iloc[part].to_csv(index=False)
+                            for part in (slice(0, 10), slice(10, 20), slice(20, 30))))
+    frame, notes = tables.read_table(path)
+    assert len(frame) == 30 and list(frame.columns) == list(table.columns)
+    assert "Dropped 2 rows repeating the header row" in notes[0]
+    assert pd.api.types.is_numeric_dtype(frame["Age"]) and frame["Survived"].sum() == 12
+
+
 def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_root):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 3)).round(3)

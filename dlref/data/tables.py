@@ -150,12 +150,33 @@ def _read_csv(path, handle=None):
         notes.append(f"No header row in {path.name}: its first line holds values ({values}), "
                      f"so its columns are named column_1 to column_{frame.shape[1]} (--target "
                      "column_N).")
+    else:
+        notes += _drop_repeated_headers(frame)
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
     frame.attrs[HEADERLESS] = bool(values)
     if delimiter != ",":
         notes += _decimal_commas(frame)
     notes += _decorated_numbers(frame)
     return frame, notes
+
+
+def _drop_repeated_headers(frame):
+    """Drops rows that repeat the header (files joined with `cat`, exports in pages), in place;
+    returns a note when there were any."""
+    again = pd.Series(True, index=frame.index)
+    for name in frame.columns:  # An unnamed column's header cell was empty.
+        cells = frame[name]
+        again &= (cells.isna() if str(name).startswith("Unnamed: ")
+                  else cells.astype(str).str.strip() == str(name).strip())
+    if not again.any() or again.all():
+        return []
+    frame.drop(index=frame.index[again.to_numpy()], inplace=True)
+    for name in frame.columns:  # The header's words made pandas read numbers as text.
+        numbers = pd.to_numeric(frame[name], errors="coerce")
+        if is_text(frame[name]) and numbers.notna().sum() == frame[name].notna().sum():
+            frame[name] = numbers
+    return [f"Dropped {plural(int(again.sum()), 'row')} repeating the header row (files "
+            "joined one after another, or an export in pages)."]
 
 
 def _preamble(sample, delimiter, lines=30):
@@ -195,10 +216,13 @@ def _values_in_first_row(sample, delimiter, lines=200):
     first = [cell.strip() for cell in rows[0]]
     if all(cell and is_number(cell) for cell in first):
         return "only numbers: " + ", ".join(first[:4]) + (", ..." if len(first) > 4 else "")
+    repeated = [[cell.strip() for cell in row] == first for row in rows[1:]]
     for index, cell in enumerate(first):
         if cell and not is_number(cell):
             column = [row[index].strip() for row in rows[1:] if len(row) > index]
-            if column.count(cell) >= 2:
+            elsewhere = sum(value == cell and not again
+                            for value, again in zip(column, repeated, strict=False))
+            if column.count(cell) >= 2 and elsewhere:  # Not only a header repeated whole.
                 return (f"{cell[:40]!r} recurs below it in column {index + 1}, "
                         f"{plural(column.count(cell), 'time')} in the next {len(column)} rows")
     return ""
