@@ -175,6 +175,10 @@ def test_header_rows_repeated_in_a_joined_file_are_dropped(tmp_path):
     assert len(frame) == 30 and list(frame.columns) == list(table.columns)
     assert "Dropped 2 rows repeating the header row" in notes[0]
     assert pd.api.types.is_numeric_dtype(frame["Age"]) and frame["Survived"].sum() == 12
+    from dlref.errors import DlrefError
+
+    with pytest.raises(DlrefError, match=r"'Age': missing in 4 rows .file lines 5, 13, 20, 28\)"):
+        _load(path, missing="error")  # Lines of the file: the repeated headers counted.
 
 
 def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_root):

@@ -17,6 +17,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dlref.errors import DlrefError
@@ -25,6 +26,7 @@ from dlref.text import listing, plural
 # frame.attrs key: the file line of the first data row (2 when the header is line 1).
 FIRST_ROW_LINE = "first_row_line"
 HEADERLESS = "headerless"  # frame.attrs key: its columns are named column_1, column_2, ...
+DROPPED_ROWS = "dropped_rows"  # frame.attrs key: positions of data rows dropped while reading.
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
 COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
@@ -170,6 +172,7 @@ def _drop_repeated_headers(frame):
                   else cells.astype(str).str.strip() == str(name).strip())
     if not again.any() or again.all():
         return []
+    frame.attrs[DROPPED_ROWS] = [int(i) for i in np.flatnonzero(again.to_numpy())]
     frame.drop(index=frame.index[again.to_numpy()], inplace=True)
     for name in frame.columns:  # The header's words made pandas read numbers as text.
         numbers = pd.to_numeric(frame[name], errors="coerce")
@@ -366,9 +369,17 @@ def _tidy(frame, path):
 
 
 def file_lines(rows, values):
-    """'5, 9, 12, ...': the file lines of positions `rows` of a frame (or column) read here."""
+    """'5, 9, 12, ...': the file lines of positions `rows` of a frame (or column) read here,
+    counting the lines read_table skipped or dropped."""
     first = values.attrs.get(FIRST_ROW_LINE, 2)
-    return ", ".join(str(r + first) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    dropped = values.attrs.get(DROPPED_ROWS, [])
+
+    def line(row):
+        for position in dropped:  # Sorted: each dropped row above moves the row down one.
+            row += position <= row
+        return row + first
+
+    return ", ".join(str(line(r)) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
 
 
 def is_text(values):
