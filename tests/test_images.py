@@ -143,6 +143,17 @@ def test_a_folder_of_split_folders_is_used_as_given(names, sizes, tmp_path, caps
         assert "training (train), testing (test); validation items are drawn from" in notes
 
 
+def test_a_generative_recipe_reads_folders_without_classes_as_one_class(tmp_path):
+    for split, count in (("train", 12), ("test", 4)):  # Split folders of plain images.
+        for i in range(count):
+            _save(tmp_path / "faces" / split / f"{i}.png", "RGB", (10, 10), 20 * i)
+    data = images.load(Source(data=str(tmp_path / "faces")), 0, 0.2, 0.2, size=(8, 8),
+                       one_class=True)
+    assert data.meta["classes"] == ["faces"] and len(data.test[1]) == 4
+    with pytest.raises(DlrefError, match="directly in it but no class sub-folders"):
+        images.load(Source(data=str(tmp_path / "faces")), 0, 0.2, 0.2)  # A classifier: refused.
+
+
 def test_table_options_are_refused_for_images(tmp_path):
     root = _messy(tmp_path / "pets")
     with pytest.raises(DlrefError, match="--target, --drop go with tables and texts"):

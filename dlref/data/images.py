@@ -346,6 +346,8 @@ def read(source, size=None, channels=None, default="digits", one_class=False):
         found.notes[:0] = notes + ([folders.layout_note(root, layout)] if layout else [])
         if layout:
             found.where = str(root)
+            if one_class and len(set(found.labels)) == 1:  # Named after the data, not "train".
+                found.labels[:] = root.name
         for split in ("val", "test"):
             path = getattr(source, f"{split}_data") or layout.get(split)
             if path:
