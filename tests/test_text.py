@@ -2,6 +2,8 @@
 pretrained vectors, TF-IDF beside the network, predict on raw text and the refusals. Tiny
 corpora, 1 epoch, small layers."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -203,9 +205,20 @@ def test_cnn_multiclass_from_class_folders(tmp_path, runs_root):
     new = tmp_path / "new"
     new.mkdir()
     (new / "a.txt").write_text("The rocket reached orbit")
+    (new / "b.txt").write_text("La fusée a décollé", encoding="utf-16")
+    (new / "c.bin").write_bytes(b"\x00\x01\x02 binary")
     helpers.assert_ok(helpers.invoke("predict", run, "--data", new))
     written = (tmp_path / "new.predictions.csv").read_text()
     assert written.startswith("file,predicted_class,probability_cooking") and "a.txt" in written
+    assert "b.txt" in written and "c.bin" not in written
+    layout = tmp_path / "topics-split"  # evaluate --data on train / test folders: the test one.
+    _folder(layout / "train")
+    _folder(layout / "test", files=4, seed=3)
+    result = helpers.invoke("evaluate", run, "--data", layout, "--json")
+    helpers.assert_ok(result)
+    assert "the test folder of" in result.stderr
+    report = json.loads(result.stdout)["report"]  # 13 texts: the test folder's 3 x 4 + 1.
+    assert report.split("accuracy")[1].split()[1] == "13", report
 
 
 def test_pretrained_vectors_start_the_embedding_and_stay_frozen(tmp_path, runs_root):

@@ -394,13 +394,23 @@ def read_new(path, meta, labelled):
     plain text file with one text per line."""
     path = Path(path)
     if path.is_dir():
-        if labelled or any(p.is_dir() for p in path.iterdir()):
-            texts, labels, notes = _class_folders(path)
-            _say(notes)
+        notes = []
+        root = folders.dataset_root(path, notes)
+        layout = folders.split_folders(root)
+        if "test" in layout:  # aclImdb/: its test folder.
+            notes.append(f"Reading {shown_path(layout['test'])}, the test folder of "
+                         f"{shown_path(root)}.")
+            root = layout["test"]
+        if labelled or folders.subfolders(root):
+            texts, labels, more = _class_folders(root)
+            _say(notes + more)
             return pd.DataFrame({"class": labels}), texts, labels
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        texts = [p.read_bytes().decode("utf-8", errors="replace") for p in files]
-        return pd.DataFrame({"file": [p.name for p in files]}), pd.Series(texts), None
+        files = sorted(p for p in root.iterdir() if p.is_file() and not folders.hidden(p.name))
+        read = [(p.name, decoded(p.read_bytes())) for p in files]
+        read = [(name, text) for name, (text, encoding) in read if encoding is not None]
+        _say(notes)
+        return (pd.DataFrame({"file": [name for name, _ in read]}),
+                pd.Series([text for _, text in read], dtype=object), None)
     if path.suffix.lower() == ".txt":
         if labelled:
             raise DlrefError(f"{path}: evaluation needs labels: a CSV with the columns "
