@@ -120,6 +120,16 @@ def test_many_categories_keep_the_most_frequent(tmp_path):
     assert any("5 most frequent values + (other)" in n for n in data.notes)
 
 
+def test_yes_and_no_in_other_languages(tmp_path):
+    rows = "".join(f"{i * 7 % 17},{'Sí' if i % 3 else 'No'},{'Ja' if i % 2 else 'Nein'}\n"
+                   for i in range(40))
+    path = tmp_path / "de.csv"
+    path.write_text("a,b,Kündigung\n" + rows, encoding="utf-8")
+    data = _load(path, target="Kündigung")
+    assert data.meta["positive_class"] == "Ja"  # Not 'Nein', the alphabetical second.
+    assert {spec["name"]: spec["kind"] for spec in data.meta["schema"]}["b"] == "boolean"
+
+
 def test_headers_with_stray_spaces(tmp_path):
     path = tmp_path / "spaces.csv"
     rows = "".join(f"{i * 7 % 17}, {i % 5} ,{'yes' if i % 2 else 'no'}\n" for i in range(40))

@@ -20,8 +20,11 @@ import pandas as pd
 from dlref.data.tables import MISSING_WORDS, is_text
 from dlref.text import plural
 
-TRUE_WORDS = {"true", "yes", "y", "t", "1", "1.0"}
-FALSE_WORDS = {"false", "no", "n", "f", "0", "0.0"}
+# Yes and no as exports write them, also in German, French, Spanish, Italian, Portuguese, Polish.
+TRUE_WORDS = {"true", "yes", "y", "t", "1", "1.0", "ja", "j", "oui", "si", "sí", "sì", "sim",
+              "tak", "wahr", "vrai", "verdadero", "vero"}
+FALSE_WORDS = {"false", "no", "n", "f", "0", "0.0", "nein", "non", "não", "nao", "nie",
+               "falsch", "faux", "falso"}
 _DATE_LIKE = re.compile(
     r"^\d{4}-\d{1,2}(-\d{1,2})?([ T]\d{1,2}:\d{2}.*)?$"  # 2024-03-01, 2024-03-01 12:30:00+01
     r"|^\d{1,4}[/.]\d{1,2}[/.]\d{1,4}( \d{1,2}:\d{2}.*)?$"  # 03/01/2024, 1.3.2024 12:30

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlref.data.columns import plain
+from dlref.data.columns import TRUE_WORDS, plain
 from dlref.data.tables import HEADERLESS, is_number
 from dlref.errors import DlrefError, close_match
 from dlref.text import listing, plural
 
-POSITIVE_WORDS = {"1", "true", "yes", "y", "positive", "pos"}
+POSITIVE_WORDS = {"positive", "pos"} | TRUE_WORDS  # The positive class of a yes / no target.
 MAX_CLASS_NUMBERS = 20  # More distinct whole numbers than this is a quantity, not a label.
 
 
