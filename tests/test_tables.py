@@ -337,6 +337,14 @@ def test_semicolons_and_decimal_commas(tmp_path):
     assert any("decimal commas" in n for n in data.notes)
     kinds = {spec["name"]: spec["kind"] for spec in data.meta["schema"]}
     assert kinds["Age"] == "numeric"
+    quoted = tmp_path / "quoted.csv"  # Commas between cells and in the (quoted) numbers.
+    quoted.write_text('"weight","price","count"\n"51,26","1.234,5","1,234"\n'
+                      '"49,5","2.000,25","12,500"\n"50","3,75","7"\n', encoding="utf-8")
+    frame, notes = tables.read_table(quoted)
+    assert list(frame["weight"]) == [51.26, 49.5, 50.0]
+    assert list(frame["price"]) == [1234.5, 2000.25, 3.75]
+    assert list(frame["count"]) == [1234, 12500, 7]  # Three digits after each comma: thousands.
+    assert "decimal points in 2 columns: weight, price" in notes[0]
 
 
 def test_parquet_matches_csv(tmp_path):

@@ -156,8 +156,7 @@ def _read_csv(path, handle=None):
         notes += _drop_repeated_headers(frame)
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
     frame.attrs[HEADERLESS] = bool(values)
-    if delimiter != ",":
-        notes += _decimal_commas(frame)
+    notes += _decimal_commas(frame, quoted=delimiter == ",")
     notes += _decorated_numbers(frame)
     return frame, notes
 
@@ -310,12 +309,19 @@ def _convert_text_columns(frame, convert):
     return converted
 
 
-def _decimal_commas(frame):
-    """Text columns that are numbers written with a decimal comma (1,5) become numbers."""
+def _decimal_commas(frame, quoted=False):
+    """Text columns that are numbers written with a decimal comma (1,5) become numbers.
+
+    quoted: the file's delimiter is a comma, so such cells were quoted ("51,26"). There "1,234"
+    may be a thousand written with a separator; a column counts as decimal commas only when a
+    value says so: not 3 digits after the comma, or a thousands dot before it (1.234,5)."""
 
     def convert(present):
         comma = present.str.match(_DECIMAL_COMMA)
         if not (comma.any() and (comma | present.str.match(r"^-?\d+$")).mean() >= 0.9):
+            return None
+        if quoted and not (present[comma].str.contains(r"\.") | (
+                present[comma].str.split(",").str[-1].str.len() != 3)).any():
             return None
         plain = present.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
         return pd.to_numeric(plain, errors="coerce")
