@@ -252,6 +252,16 @@ def test_date_columns_that_are_not_dates_are_refused(text, target, date_column, 
         assert word in str(error.value)
 
 
+def test_a_total_row_below_the_series_is_left_out(tmp_path):
+    rows = "".join(f"2024-0{m}-01,{m * 10}\n" for m in range(1, 10))
+    found = _read(tmp_path, "d,v\n" + rows + "Total,450\nAverage,50\n")
+    assert len(found.values) == 9 and found.values[-1] == 90 and found.frequency == "MS"
+    assert any("Left out 2 rows at the end whose date is a summary ('Total', 'Average')" in note
+               for note in found.notes)
+    with pytest.raises(DlrefError, match="dates pandas cannot read in 1 row .file lines 3"):
+        _read(tmp_path, "d,v\n2024-01-01,1\nTotal,2\n" + rows)  # Not at the end: refused.
+
+
 def test_rows_after_the_last_value_are_left_out_not_filled(tmp_path):
     found = _read(tmp_path, "d,v\n2024-01-01,1\n2024-01-02,2\n2024-01-03,\n2024-01-04,\n")
     assert list(found.values) == [1.0, 2.0] and found.dates[-1] == pd.Timestamp("2024-01-02")
