@@ -191,6 +191,18 @@ def test_header_rows_repeated_in_a_joined_file_are_dropped(tmp_path):
         _load(path, missing="error")  # Lines of the file: the repeated headers counted.
 
 
+def test_a_total_row_below_a_table_is_left_out(tmp_path):
+    table = _messy(20)[["Port", "Age", "Survived"]]
+    table["Port"] = table["Port"].fillna("S")
+    total = pd.DataFrame({"Port": ["Total"], "Age": [table["Age"].sum()], "Survived": [8]})
+    frame, notes = tables.read_table(_write(pd.concat([table, total]), tmp_path / "t.csv"))
+    assert len(frame) == 20 and "Total" not in set(frame["Port"])
+    assert "Left out 1 row at the end named as a summary in 'Port' ('Total')" in notes[0]
+    table.loc[5, "Port"] = "Total"  # Also inside the table: a category, kept.
+    frame, notes = tables.read_table(_write(pd.concat([table, total]), tmp_path / "t.csv"))
+    assert len(frame) == 21 and not notes
+
+
 def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_root):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 3)).round(3)

@@ -256,8 +256,8 @@ def test_a_total_row_below_the_series_is_left_out(tmp_path):
     rows = "".join(f"2024-0{m}-01,{m * 10}\n" for m in range(1, 10))
     found = _read(tmp_path, "d,v\n" + rows + "Total,450\nAverage,50\n")
     assert len(found.values) == 9 and found.values[-1] == 90 and found.frequency == "MS"
-    assert any("Left out 2 rows at the end whose date is a summary ('Total', 'Average')" in note
-               for note in found.notes)
+    assert any("Left out 2 rows at the end named as a summary in 'd' ('Total', 'Average')"
+               in note for note in found.notes)
     with pytest.raises(DlrefError, match="dates pandas cannot read in 1 row .file lines 3"):
         _read(tmp_path, "d,v\n2024-01-01,1\nTotal,2\n" + rows)  # Not at the end: refused.
 

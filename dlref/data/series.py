@@ -76,8 +76,6 @@ def read(source):
                              f"{listing(frame.columns, 20)}.")
     by = f" by {source.date_column!r}" if source.date_column else ""
     notes = [f"Data: {where}, target {source.target!r}{by}: forecast"] + list(notes)
-    if source.date_column:
-        frame = _without_summary_rows(frame, source.date_column, notes)
     values = _numbers(frame[source.target], where)
     dates = _dates(frame[source.date_column], where, notes) if source.date_column else None
     series = Series(values, dates, source.target, where, notes=notes)
@@ -86,24 +84,6 @@ def read(source):
         return _fill_values(series)
     others = frame.drop(columns=[source.target, source.date_column])
     return _fill_values(_regular(_sorted(series, others)))
-
-
-# Words in the date column of a spreadsheet's last rows that make them sums, not times.
-SUMMARY_WORDS = ("total", "grand total", "sum", "average", "mean", "summe", "gesamt", "totaal")
-
-
-def _without_summary_rows(frame, date_column, notes, last=3):
-    """The frame without the rows at its end whose date cell is a word like "Total" (a
-    spreadsheet's sum or mean row below the series), with a note."""
-    tail = frame[date_column].tail(last).astype(str).str.strip().str.casefold()
-    summary = tail.str.startswith(SUMMARY_WORDS).to_numpy()
-    if not summary.any():
-        return frame
-    first = int(np.flatnonzero(summary)[0]) + len(frame) - len(tail)
-    shown = listing([repr(str(cell)) for cell in frame[date_column].iloc[first:]], 3)
-    notes.append(f"Left out {plural(len(frame) - first, 'row')} at the end whose date is a "
-                 f"summary ({shown}), not a time.")
-    return frame.iloc[:first]
 
 
 def _builtin():

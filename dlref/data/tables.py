@@ -154,11 +154,35 @@ def _read_csv(path, handle=None):
                      "column_N).")
     else:
         notes += _drop_repeated_headers(frame)
+    frame, more = _without_total_rows(frame)
+    notes += more
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
     frame.attrs[HEADERLESS] = bool(values)
     notes += _decimal_commas(frame, quoted=delimiter == ",")
     notes += _decorated_numbers(frame)
     return frame, notes
+
+
+# A spreadsheet's summary rows below a table name themselves in the first text column.
+TOTAL_WORDS = ("total", "grand total", "totals", "sum", "summe", "gesamt", "average", "mean")
+
+
+def _without_total_rows(frame, last=3):
+    """(frame, notes): the frame without rows at its end named "Total", "Sum", "Average"...
+    in its first text column (once in that column, and only at the end): a spreadsheet's sums
+    below the table would be an outlier row of data."""
+    text = [name for name in frame.columns if is_text(frame[name])]
+    if not text or len(frame) <= last:
+        return frame, []
+    labels = frame[text[0]].astype(str).str.strip().str.casefold()
+    total = labels.isin(TOTAL_WORDS).to_numpy()
+    if not total[-last:].any() or total[:-last].any():
+        return frame, []
+    first = len(frame) - last + int(np.flatnonzero(total[-last:])[0])
+    shown = listing([repr(str(v)) for v in frame[text[0]].iloc[first:]], 3)
+    return frame.iloc[:first], [
+        f"Left out {plural(len(frame) - first, 'row')} at the end named as a summary in "
+        f"{text[0]!r} ({shown}): sums or means of the rows above, not data."]
 
 
 def _drop_repeated_headers(frame):
