@@ -223,6 +223,24 @@ def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_
     assert len(lines) == 5 and lines[1].startswith(f"{x[0, 0]},{x[0, 1]},")
 
 
+def test_a_statistics_office_export_with_a_long_preamble(tmp_path):
+    # As the ONS writes them: "Key:,value" lines, one quoted across lines, a rule, a blank
+    # line under the header, and a trailing comma on every row.
+    preamble = ('Dataset Name:,"RT331601"\nDescription:,"Area and population\n\nCompiled '
+                'from Regional Trends 33, 1998."\n' + "".join(f'Key {i}:,"value {i}"\n'
+                                                           for i in range(12))
+                + "=====\nTable\n")
+    rows = "".join(f'"Region {i}","{i * 10}.00","{i % 7}.50",\n' for i in range(30))
+    path = tmp_path / "ons.csv.gz"
+    import gzip
+
+    path.write_bytes(gzip.compress((preamble + ' ,"Area","Density",\n\n' + rows).encode()))
+    frame, notes = tables.read_table(path)
+    assert list(frame.columns[1:3]) == ["Area", "Density"] and len(frame) == 30
+    assert frame.iloc[0, 0] == "Region 0" and frame["Area"].iloc[3] == 30.0
+    assert "Skipped 18 lines above the header row of ons.csv.gz (line 19)" in notes[0]
+
+
 def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
     table = _messy().drop(columns=["Member", "Ship"])
     table["Booked"] = pd.to_datetime(table["Booked"])  # Excel date cells.

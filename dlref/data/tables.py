@@ -9,8 +9,10 @@ than UTF-8, a decimal comma), so a user can tell how the file was read.
 
 import bz2
 import codecs
+import contextlib
 import csv
 import gzip
+import io
 import lzma
 import re
 import zipfile
@@ -91,8 +93,6 @@ def _read_excel(path):
     """The first sheet of a workbook, through the CSV reader, so that a title above the header,
     a missing header row and numbers typed as text are handled as in a CSV. Cells keep what
     Excel stores: numbers, dates (as ISO text, read back as dates), text."""
-    import io
-
     try:
         sheets = pd.read_excel(path, sheet_name=None, header=None, dtype=object)
     except ImportError as error:
@@ -141,10 +141,18 @@ def _read_csv(path, handle=None):
     values = _values_in_first_row(sample, delimiter)
     if not values:
         _check_header(path, sample, delimiter)
+    options = {"sep": delimiter, "skipinitialspace": True, "na_values": MISSING_MARKERS,
+               "low_memory": False, "header": None if values else "infer"}
     try:
-        frame = pd.read_csv(path if handle is None else handle, sep=delimiter,
-                            encoding=encoding, skipinitialspace=True, na_values=MISSING_MARKERS,
-                            low_memory=False, skiprows=skip, header=None if values else "infer")
+        if not skip:
+            frame = pd.read_csv(path if handle is None else handle, encoding=encoding, **options)
+        else:  # From the header line on: pandas' skiprows would count a quoted line break.
+            with (contextlib.nullcontext(handle) if handle is not None
+                  else _binary(path)) as binary:
+                text = io.TextIOWrapper(binary, encoding=encoding, newline="")
+                for _ in range(skip):
+                    text.readline()
+                frame = pd.read_csv(text, **options)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
     if values:
@@ -205,14 +213,17 @@ def _drop_repeated_headers(frame):
             "joined one after another, or an export in pages)."]
 
 
-def _preamble(sample, delimiter, lines=30):
+def _preamble(sample, delimiter, lines=60):
     """(lines to skip, their text) when the header row is not the first line: a report's title
     and date above the table ("Sales report,,," then a blank line), as spreadsheets and
     statistics offices export them. The header is the first line with the table's usual number
     of fields, at least half of them filled; a first line like that means no preamble."""
     head = sample.splitlines()[:lines]
     rows = [next(csv.reader([line], delimiter=delimiter), []) for line in head]
-    widths = Counter(len(row) for row in rows if len(row) > 1)
+    # The table's width: the most common among the later rows, where the data is (a long
+    # preamble of "Key:,value" lines would win over the first rows).
+    filled = [row for row in rows if len(row) > 1]
+    widths = Counter(len(row) for row in filled[len(filled) // 2:])
     if len(rows) < 3 or not widths:
         return 0, []
     usual = widths.most_common(1)[0][0]
@@ -226,7 +237,8 @@ def _preamble(sample, delimiter, lines=30):
         filled = [[cell.strip() for cell in r if cell.strip()] for r in rows[:index]]
         if any(len(cells) > 2 for cells in filled):
             return 0, []  # Not a title and a date: more like rows of a table.
-        if (header_like(row) and len(rows[index + 1]) == usual
+        below = next((r for r in rows[index + 1:] if any(c.strip() for c in r)), [])
+        if (header_like(row) and len(below) == usual
                 and not all(is_number(cell) for cell in row if cell.strip())):
             return index, [" ".join(cells) for cells in filled if cells]
     return 0, []
@@ -254,8 +266,10 @@ def _values_in_first_row(sample, delimiter, lines=200):
     return ""
 
 
-def _sample_bytes(path, size=1 << 20):
-    """The first MiB of the file's text, decompressed (.gz, .bz2, .xz, or a one-file .zip)."""
+@contextlib.contextmanager
+def _binary(path):
+    """The file's bytes as an open binary handle, decompressed (.gz, .bz2, .xz, or a one-file
+    .zip)."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".zip":
@@ -265,12 +279,19 @@ def _sample_bytes(path, size=1 << 20):
                     raise DlrefError(f"{path} holds {plural(len(names), 'file')}; dlref reads a "
                                      "zip with exactly one CSV in it.")
                 with archive.open(names[0]) as handle:
-                    return handle.read(size)
+                    yield handle
+                return
         opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix, open)
         with opener(path, "rb") as handle:
-            return handle.read(size)
+            yield handle
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as error:
         raise DlrefError(f"Could not read {path} ({type(error).__name__}: {error}).") from None
+
+
+def _sample_bytes(path, size=1 << 20):
+    """The first MiB of the file's text, decompressed."""
+    with _binary(path) as handle:
+        return handle.read(size)
 
 
 def _encoding(path, raw):
