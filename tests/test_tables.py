@@ -241,6 +241,22 @@ def test_a_statistics_office_export_with_a_long_preamble(tmp_path):
     assert "Skipped 18 lines above the header row of ons.csv.gz (line 19)" in notes[0]
 
 
+def test_a_trailing_comma_on_the_header_only_and_a_sparse_last_column(tmp_path):
+    bls = tmp_path / "unemp.csv"  # As the BLS writes them: a trailing comma on the header.
+    bls.write_text("Series Id:           LNS14000000Q\n\nSeasonally Adjusted\n\n"
+                   "Series id,Year,Period,Value,\n"
+                   + "".join(f"LNS14000000Q,{1959 + i // 4},Q0{i % 4 + 1},{5 + i % 3}.1\n"
+                             for i in range(12)), encoding="utf-8")
+    frame, notes = tables.read_table(bls)
+    assert list(frame.columns[:4]) == ["Series id", "Year", "Period", "Value"]
+    assert len(frame) == 12 and "Skipped 4 lines" in notes[0]
+    sparse = tmp_path / "people.csv"  # A last column mostly empty: no preamble to find.
+    sparse.write_text("name,age,notes\n" + "".join(f"P{i},{20 + i},\n" for i in range(9))
+                      + "Sue,35,late\n", encoding="utf-8")
+    frame, notes = tables.read_table(sparse)
+    assert list(frame.columns) == ["name", "age", "notes"] and len(frame) == 10 and not notes
+
+
 def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
     table = _messy().drop(columns=["Member", "Ship"])
     table["Booked"] = pd.to_datetime(table["Booked"])  # Excel date cells.

@@ -228,8 +228,9 @@ def _preamble(sample, delimiter, lines=60):
         return 0, []
     usual = widths.most_common(1)[0][0]
 
-    def header_like(row):
-        return len(row) == usual and sum(bool(cell.strip()) for cell in row) * 2 >= usual
+    def header_like(row):  # A trailing delimiter may end the header only ("Year,Value,").
+        width = len(row) - (len(row) == usual + 1 and not row[-1].strip())
+        return width == usual and sum(bool(cell.strip()) for cell in row) * 2 >= usual
 
     if header_like(rows[0]):
         return 0, []
