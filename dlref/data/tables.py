@@ -222,8 +222,8 @@ def _preamble(sample, delimiter, lines=60):
     rows = [next(csv.reader([line], delimiter=delimiter), []) for line in head]
     # The table's width: the most common among the later rows, where the data is (a long
     # preamble of "Key:,value" lines would win over the first rows).
-    filled = [row for row in rows if len(row) > 1]
-    widths = Counter(len(row) for row in filled[len(filled) // 2:])
+    several = [row for row in rows if len(row) > 1]
+    widths = Counter(len(row) for row in several[len(several) // 2:])
     if len(rows) < 3 or not widths:
         return 0, []
     usual = widths.most_common(1)[0][0]
