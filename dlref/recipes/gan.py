@@ -296,8 +296,8 @@ def generate(generator, noise, batch_size=256):
 
 class Quality(keras.callbacks.Callback):
     """Writes logs['quality'] (the share of fixed-noise samples that pass the judge: labelled
-    with confidence, or reconstructed as well as real images for one class) and the judge's
-    spread figure (class_spread or diversity) each epoch; first among the callbacks, so that
+    with confidence, or for one class lying among the real images) and the judge's spread
+    figure (class_spread, or coverage for one class) each epoch; first among the callbacks, so that
     the best checkpoint, history.csv and TensorBoard see them.
 
     Args:
@@ -397,7 +397,8 @@ def loss_label(meta):
 
 def plots(model, data, classical=None):
     """64 fixed-noise samples of the kept generator, each titled with the judge's verdict (its
-    label and confidence, or its reconstruction error; red where it does not pass)."""
+    label and confidence, or its distance to the nearest real image; red where it does not
+    pass)."""
     judge_ = judge.judge_of(data)
     samples = _samples_of(model, data)[:64]
     verdicts = judge_.labels(samples)
