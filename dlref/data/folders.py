@@ -21,14 +21,20 @@ def subfolders(root):
     return sorted(p for p in Path(root).iterdir() if p.is_dir() and not hidden(p.name))
 
 
+def existing(path):
+    """`path` as a Path, or a clear error when nothing is there."""
+    path = Path(path)
+    if not path.exists():
+        raise DlrefError(f"No such file or folder: {shown_path(path)}")
+    return path
+
+
 def dataset_root(path, notes):
     """The folder under `path` that holds the class folders (or split folders of them): a
     folder whose single sub-folder has folders in it cannot be the classes, so that sub-folder
     is read (a zip often unpacks into one folder more: chest_xray/chest_xray/train/...), with
     a note."""
-    root = Path(path)
-    if not root.exists():
-        raise DlrefError(f"No such file or folder: {shown_path(root)}")
+    root = existing(path)
     while root.is_dir() and len(inside := subfolders(root)) == 1 and subfolders(inside[0]):
         notes.append(f"Reading {shown_path(inside[0])}, the only folder in {shown_path(root)}.")
         root = inside[0]

@@ -112,7 +112,7 @@ def read_folder(root, size=None, channels=None, classes=None, one_class=False):
         one_class: fewer than two class folders make one class of every image under `root`
             (a generative recipe's folder of faces), instead of an error.
     """
-    root = _existing(root)
+    root = folders.existing(root)
     if not root.is_dir():
         raise DlrefError(f"{shown_path(root)} is a file: give a folder with one sub-folder of "
                          "images per class (e.g. photos/cat/*.jpg, photos/dog/*.jpg).")
@@ -149,44 +149,37 @@ def read_folder(root, size=None, channels=None, classes=None, one_class=False):
             raise DlrefError(f"{shown_path(root)} has classes the model was not trained on: "
                              f"{listing(unknown)} (it knows {listing(classes)}).")
     paths = [path for name in names for path in files[name]]
-    labels = np.array([name for name in names for _ in files[name]], dtype=object)
-    fits_in_memory(len(paths), size or (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE),
-                   channels or 3, shown_path(root))
-    x, kept, notes, warnings = decode(paths, size, channels, root)
-    notes += _ignored_note(others, root)
+    labels = [name for name in names for _ in files[name]]
+    found = _decoded(root, paths, labels, size, channels, others)
     if loose:
-        notes.append(f"Left out {plural(len(loose), 'image')} directly in {shown_path(root)} "
-                     "(images belong in a class sub-folder).")
-    labels = labels[kept]
-    lost = sorted(set(names) - set(labels))
-    if lost:
-        raise DlrefError(f"No readable image left in {listing(lost)} of {shown_path(root)}: "
-                         "see the warnings above.")
-    return Images(x, labels, str(root), [paths[i] for i in kept], notes=notes,
-                  warnings=warnings)
+        found.notes.append(f"Left out {plural(len(loose), 'image')} directly in "
+                           f"{shown_path(root)} (images belong in a class sub-folder).")
+    return found
 
 
 def _one_class(root, size, channels, name):
     """Every image under `root`, at any depth, as the one class `name`."""
     others = []
     paths = image_files(root, others)
+    found = _decoded(root, paths, [name] * len(paths), size, channels, others)
+    found.notes.insert(0, f"No class folders in {shown_path(root)}: its "
+                          f"{plural(len(found.labels), 'image')} are one class.")
+    return found
+
+
+def _decoded(root, paths, labels, size, channels, others):
+    """Images of `paths` (labelled `labels`) under `root`, the unreadable ones left out with a
+    warning; a class left with none is refused."""
     fits_in_memory(len(paths), size or (DEFAULT_FOLDER_SIZE, DEFAULT_FOLDER_SIZE),
                    channels or 3, shown_path(root))
     x, kept, notes, warnings = decode(paths, size, channels, root)
-    if not kept:
-        raise DlrefError(f"No readable image in {shown_path(root)}: see the warnings above.")
-    notes = [f"No class folders in {shown_path(root)}: its {plural(len(kept), 'image')} are "
-             "one class."] + notes + _ignored_note(others, root)
-    labels = np.array([name] * len(kept), dtype=object)
-    return Images(x, labels, str(root), [paths[i] for i in kept], notes=notes,
-                  warnings=warnings)
-
-
-def _existing(path):
-    path = Path(path)
-    if not path.exists():
-        raise DlrefError(f"No such file or folder: {shown_path(path)}")
-    return path
+    kept_labels = np.array(labels, dtype=object)[kept]
+    lost = sorted(set(labels) - set(kept_labels))
+    if lost:
+        raise DlrefError(f"No readable image left in {listing(lost)} of {shown_path(root)}: "
+                         "see the warnings above.")
+    return Images(x, kept_labels, str(root), [paths[i] for i in kept],
+                  notes=notes + _ignored_note(others, root), warnings=warnings)
 
 
 GRAY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "F")
@@ -505,7 +498,7 @@ def fingerprint(splits, meta):
 def read_new(path, meta):
     """(files, uint8 images) for predict: one image file, or every image under a folder at any
     depth. Unreadable files are named on stderr and skipped."""
-    path = _existing(path)
+    path = folders.existing(path)
     others = []
     paths = [path] if path.is_file() else image_files(path, others)
     if not paths:
