@@ -223,6 +223,17 @@ def test_predict_reads_headerless_rows_without_the_target_column(tmp_path, runs_
     assert len(lines) == 5 and lines[1].startswith(f"{x[0, 0]},{x[0, 1]},")
 
 
+def test_a_compressed_csv_whose_first_mib_ends_inside_a_character(tmp_path):
+    import gzip
+
+    body = "name,city\n" + "".join(f"p{i},Zürich€\n" for i in range(120_000))
+    assert body.encode()[:1 << 20][-2:] == "€".encode()[:2]  # The sample cuts the euro sign.
+    path = tmp_path / "cities.csv.gz"
+    path.write_bytes(gzip.compress(body.encode()))
+    frame, notes = tables.read_table(path)
+    assert frame["city"].iloc[0] == "Zürich€" and not notes  # UTF-8, not Windows-1252.
+
+
 def test_a_statistics_office_export_with_a_long_preamble(tmp_path):
     # As the ONS writes them: "Key:,value" lines, one quoted across lines, a rule, a blank
     # line under the header, and a trailing comma on every row.

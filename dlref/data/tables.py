@@ -8,7 +8,6 @@ than UTF-8, a decimal comma), so a user can tell how the file was read.
 """
 
 import bz2
-import codecs
 import contextlib
 import csv
 import gzip
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dlref.errors import DlrefError
-from dlref.text import listing, plural
+from dlref.text import ENCODING_NAMES, encoding_of, listing, plural
 
 # frame.attrs key: the file line of the first data row (2 when the header is line 1).
 FIRST_ROW_LINE = "first_row_line"
@@ -296,28 +295,30 @@ def _sample_bytes(path, size=1 << 20):
 
 
 def _encoding(path, raw):
-    """UTF-8 (with or without BOM) or UTF-16 by their marks; else Windows-1252, said so."""
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16", [f"Read {path.name} as UTF-16."]
-    if raw.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig", []
-    if len(raw) > 3 and raw[1:2] == b"\x00" and raw[3:4] == b"\x00":
-        return "utf-16-le", [f"Read {path.name} as UTF-16 (little endian, no byte-order mark)."]
-    try:
-        if path.suffix.lower() in COMPRESSED_SUFFIXES:  # Judge by the decompressed sample.
-            raw.decode("utf-8")
-        else:
+    """(codec, notes) of a CSV from its first MiB (`dlref.text.encoding_of`); UTF-8 only when
+    the whole file is (checked line by line, unless compressed)."""
+    codec = encoding_of(raw, partial=True)
+    if codec == "utf-8" and path.suffix.lower() not in COMPRESSED_SUFFIXES:
+        try:
             with open(path, encoding="utf-8", newline="") as handle:
                 for _ in handle:
                     pass
-        return "utf-8", []
-    except UnicodeDecodeError:
-        pass
+        except UnicodeDecodeError:  # A stray byte after the first MiB.
+            codec = "cp1252" if _decodes(raw, "cp1252") else "latin-1"
+    if codec in (None, "utf-8", "utf-8-sig"):
+        return codec or "utf-8", []  # None: the NUL check that follows says so.
+    if codec.startswith("utf-16"):
+        bom = "" if codec == "utf-16" else " (little endian, no byte-order mark)"
+        return codec, [f"Read {path.name} as UTF-16{bom}."]
+    return codec, [f"{path.name} is not UTF-8: read it as {ENCODING_NAMES[codec]}."]
+
+
+def _decodes(raw, codec):
     try:
-        raw.decode("cp1252")
-        return "cp1252", [f"{path.name} is not UTF-8: read it as Windows-1252 (Latin-1)."]
+        raw.decode(codec)
+        return True
     except UnicodeDecodeError:
-        return "latin-1", [f"{path.name} is not UTF-8: read it as Latin-1."]
+        return False
 
 
 def _check_header(path, sample, delimiter):
