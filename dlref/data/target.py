@@ -136,13 +136,18 @@ def encode(series, task, positive_class=None):
     return np.array([index[v] for v in labels], dtype="int32"), {"classes": classes}
 
 
+def _spelled(label):
+    """A label with letter case and spacing left aside ('New  York' -> 'new york')."""
+    return " ".join(str(label).split()).casefold()
+
+
 def label_warnings(classes, name):
     """Warning lines for classes that differ only in letter case or spacing ('pos' and 'POS',
     'New York' and 'new  york'): kept apart as the file writes them, but most often one class
     written two ways."""
     groups = {}
     for label in classes:
-        groups.setdefault(" ".join(str(label).split()).casefold(), []).append(str(label))
+        groups.setdefault(_spelled(label), []).append(str(label))
     return [f"Warning: the classes {' and '.join(repr(label) for label in labels)} of {name!r} "
             "differ only in letter case or spacing; they are trained as different classes. If "
             "they are one, write them alike in the file."
@@ -211,7 +216,7 @@ def _written_apart(unknown, known):
     """' ... differ from a known class only in case, spacing or end punctuation' when they do
     (UCI's adult.test writes '>50K.' for adult.data's '>50K'), else ''."""
     def bare(label):  # '>50K.' and ' >50k' are '>50k'; '<=50K' stays apart from '>50K'.
-        return " ".join(str(label).split()).casefold().strip(" .,;:!?\"'")
+        return _spelled(label).strip(" .,;:!?\"'")
 
     by_bare = {}
     for label in known:
