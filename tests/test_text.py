@@ -75,6 +75,17 @@ def test_a_messy_export_is_read_with_the_text_column_guessed(tmp_path):
     assert textlib.clean(found.texts)[3].startswith("Café scene was ")
 
 
+def test_the_text_column_guess_passes_over_dates_written_as_text():
+    import pandas as pd
+
+    notes = ["great fun", "dull", "moving", "too long"] * 5
+    frame = pd.DataFrame({  # Dates as a workbook writes them: longer than the notes.
+        "signed": [f"2020-01-{i + 1:02d} 00:00:00" for i in range(20)], "note": notes,
+        "label": ["pos", "neg"] * 10})
+    assert frame["signed"].str.len().sum() > frame["note"].str.len().sum()
+    assert textlib._guess_text_column(frame, "label", "r.csv") == "note"
+
+
 def test_class_folders_and_a_train_test_layout(tmp_path):
     _folder(tmp_path / "train")
     _folder(tmp_path / "test", seed=1)

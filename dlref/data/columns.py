@@ -90,7 +90,7 @@ def _infer_column(values, name, keep):
     lowered = set(text.str.lower().unique())
     if lowered <= TRUE_WORDS | FALSE_WORDS:
         return _boolean_or_constant(name, present, values, keep)
-    if text.str.match(_DATE_LIKE).mean() >= 0.9:
+    if looks_like_dates(text):
         dayfirst = is_dayfirst(text)
         parsed = to_dates(values, dayfirst)
         if parsed.notna().sum() >= 0.9 * len(present):
@@ -130,6 +130,11 @@ def _date_spec(name, dates, dayfirst=False):
     parts = [part for part in DATE_PARTS if _part(dates, part).nunique() > 1]
     return {"name": name, "kind": "date", "parts": parts, "dayfirst": dayfirst,
             "origin": dates.min().isoformat()}
+
+
+def looks_like_dates(text):
+    """Whether nearly every value (strings) is written as a date or a timestamp."""
+    return bool(text.str.match(_DATE_LIKE).mean() >= 0.9)
 
 
 def is_dayfirst(text):

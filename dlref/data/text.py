@@ -128,20 +128,14 @@ def _guess_text_column(frame, target_name, path):
     return max(lengths, key=lengths.get)
 
 
-def _dates_or_numbers(column, rows=200):
-    """Whether nearly every value is a date or a number written as text ("2020-01-01 00:00",
-    "1,234"): long cells, but not texts to learn from."""
-    import warnings
+def _dates_or_numbers(column):
+    """Whether nearly every value is a date or a number written as text ("2020-01-01 00:00"
+    from a workbook, "1234"): long cells, but not texts to learn from."""
+    from dlref.data.columns import looks_like_dates
 
-    values = column.dropna().astype(str).head(rows)
-    if values.empty:
-        return False
-    with warnings.catch_warnings():  # pandas' notes on format inference.
-        warnings.simplefilter("ignore")
-        dates = pd.to_datetime(values, errors="coerce", format="mixed").notna()
-    numbers = pd.to_numeric(values.str.replace(r"[$€£%,\s]", "", regex=True),
-                            errors="coerce").notna()
-    return bool((dates | numbers).mean() >= 0.9)
+    values = column.dropna().astype(str).str.strip()
+    return len(values) > 0 and (looks_like_dates(values) or bool(
+        pd.to_numeric(values, errors="coerce").notna().mean() >= 0.9))
 
 
 def read_folder(path):
