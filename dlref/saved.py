@@ -234,14 +234,14 @@ def predict_run(ref, data_path, output=None, runs_dir=None, overwrite=False, hor
     if options and "horizon" not in inspect.signature(module.predict).parameters:
         raise DlrefError(f"--horizon goes with the timeseries recipe; {ref} is a "
                          f"{manifest['recipe']} run.")
-    if output == "-":  # Standard output, for a pipe; notes and warnings stay on stderr.
-        frame = module.predict(model, meta, data_path, **options)
+    if output != "-":  # "-": standard output, for a pipe; notes and warnings go to stderr.
+        output = Path(output) if output else Path(data_path).with_suffix(".predictions.csv")
+        if output.exists() and not overwrite:
+            raise DlrefError(f"{output} exists; choose another --output or pass --overwrite.")
+    frame = module.predict(model, meta, data_path, **options)
+    if output == "-":
         frame.to_csv(sys.stdout, index=False)
         return output, len(frame)
-    output = Path(output) if output else Path(data_path).with_suffix(".predictions.csv")
-    if output.exists() and not overwrite:
-        raise DlrefError(f"{output} exists; choose another --output or pass --overwrite.")
-    frame = module.predict(model, meta, data_path, **options)
     with io.atomic_path(output, suffix=".csv") as tmp:
         frame.to_csv(tmp, index=False)
     return output, len(frame)

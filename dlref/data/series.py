@@ -231,7 +231,8 @@ def _sorted(series, others=None):
 
 def _why_shared(dates, others, shared):
     """What may explain rows that share timestamps: a column that tells them apart (several
-    series in one long table), or local clock times repeated when daylight-saving time ends."""
+    series in one long table), or local clock times repeated when daylight-saving time ends
+    (October or November in the north, March or April in the south)."""
     rows = dates.isin(shared)
     for name in others.columns if others is not None else []:
         keys = others[name][rows]
@@ -243,7 +244,7 @@ def _why_shared(dates, others, shared):
                     "only its rows. ")
     counts = pd.Series(shared).value_counts()
     steps = np.diff(dates.sort_values().unique().to_numpy())
-    if ((counts == 2).all() and counts.index.month.isin([3, 4, 9, 10, 11]).all()
+    if ((counts == 2).all() and counts.index.month.isin([3, 4, 10, 11]).all()
             and len(steps) and np.median(steps) < np.timedelta64(1, "D")):
         return ("Local clock times repeat an hour when daylight-saving time ends: timestamps "
                 "with their UTC offset (2021-10-31T02:00+01:00) or in UTC tell those apart. ")

@@ -118,7 +118,7 @@ def _read_excel(path):
 
 
 def _read_csv(path, handle=None):
-    """A CSV file, or the CSV text in `handle` (an Excel sheet), read as _read_csv reads files."""
+    """(frame, notes) of a CSV file, or of the CSV text in `handle` (an Excel sheet)."""
     raw = _sample_bytes(path) if handle is None else handle.getvalue()
     if not raw.strip():
         raise DlrefError(f"{path} is empty: expected a header row and data rows.")
