@@ -43,3 +43,19 @@ def test_unknown_costs_give_none():
     normed = keras.Sequential([keras.Input((4,)), keras.layers.LayerNormalization(),
                                keras.layers.Dense(1)])
     assert bench.training_flops(normed) is None
+
+
+def test_the_matmul_ceiling_times_the_matmuls_the_flops_count():
+    model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dropout(0.1), keras.layers.Dense(3)])
+    matmuls = bench.training_matmuls(model, 16)
+    assert [m[:3] for m in matmuls] == [("", (16, 30), (30, 8)), ("left", (16, 30), (16, 8)),
+                                        ("", (16, 8), (8, 3)), ("left", (16, 8), (16, 3)),
+                                        ("right", (16, 3), (8, 3))]
+    assert sum(m[3] for m in matmuls) == 16 * bench.training_flops(model)
+    assert bench.matmul_ceiling(model, 16, keras.backend.backend(), repeat=1,
+                                seconds=0.01) > 0
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3),
+                             keras.layers.Flatten(), keras.layers.Dense(1)])
+    assert bench.training_matmuls(conv, 16) is None
+    assert bench.matmul_ceiling(conv, 16, keras.backend.backend()) is None
