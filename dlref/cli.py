@@ -32,8 +32,9 @@ RunsDir = typer.Option(None, "--runs-dir",
                        help="Root of run folders (env DLREF_RUNS_DIR; default ./runs).")
 AsJson = typer.Option(False, "--json", help="Machine-readable output.")
 # Options that train and tune share: the data source and the config layers.
-DataPath = typer.Option(None, "--data", help="Your data: a CSV, Parquet or .xlsx file with a "
-                        "header (images: a folder with one sub-folder per class).")
+DataPath = typer.Option(None, "--data", help="Your data: a CSV, Parquet or spreadsheet (.xlsx, "
+                        ".xls, .ods) file with a header (images: a folder with one sub-folder "
+                        "per class).")
 ValData = typer.Option(None, "--val-data", help="A pre-split validation file (same columns as "
                        "--data; images: a folder of the same classes), used as given.")
 TestData = typer.Option(None, "--test-data", help="A pre-split test file (same columns as "

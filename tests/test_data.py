@@ -130,10 +130,10 @@ CASES = {
         lambda d: ["regression", "--data", d, "--target", "y"], ["is a folder"]),
     "a damaged Excel workbook": (
         lambda d: ["regression", "--data", _write_bytes(d / "book.xlsx", b"PK\x03\x04rest"),
-                   "--target", "y"], ["Could not read", "as an Excel workbook"]),
+                   "--target", "y"], ["Could not read", "as a spreadsheet"]),
     "a zip named as a CSV": (
         lambda d: ["regression", "--data", _write_bytes(d / "book.csv", b"PK\x03\x04rest"),
-                   "--target", "y"], ["zip archive or an Excel workbook", ".xlsx"]),
+                   "--target", "y"], ["zip archive or a spreadsheet", ".xlsx"]),
     "neither CSV nor Parquet": (
         lambda d: ["regression", "--data", _write(d / "data.json", "[]"), "--target", "y"],
         ["CSV", "Parquet", ".json"]),

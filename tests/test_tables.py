@@ -290,8 +290,87 @@ def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
         _load(path, missing="error")  # The sheet's row numbers.
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(b"PK\x03\x04 not really a workbook")
-    with pytest.raises(DlrefError, match="Could not read .*broken.xlsx as an Excel workbook"):
+    with pytest.raises(DlrefError, match="Could not read .*broken.xlsx as a spreadsheet"):
         tables.read_table(broken)
+
+
+def test_excel_97_and_opendocument_sheets_and_text_or_html_named_xls(tmp_path):
+    import xlwt
+
+    book = xlwt.Workbook()  # Excel 97-2003, as UCI's credit-default data: codes over names.
+    sheet = book.add_sheet("Data")
+    for column, (code, name) in enumerate([("", "ID"), ("X1", "LIMIT_BAL"), ("X2", "paid on"),
+                                           ("Y", "default payment next month")]):
+        sheet.write(0, column, code)
+        sheet.write(1, column, name)
+    day = xlwt.easyxf(num_format_str="YYYY-MM-DD")
+    for row in range(30):
+        sheet.write(row + 2, 0, row + 1)
+        sheet.write(row + 2, 1, 10000 * (row % 5 + 1))
+        sheet.write(row + 2, 2, 45292 + row, day)  # Excel's day number of 2024-01-01.
+        sheet.write(row + 2, 3, row % 2)
+    book.save(tmp_path / "clients.xls")
+    frame, notes = tables.read_table(tmp_path / "clients.xls")
+    assert list(frame.columns) == ["ID", "LIMIT_BAL", "paid on", "default payment next month"]
+    assert len(frame) == 30 and frame["LIMIT_BAL"].dtype.kind in "if"
+    assert str(frame["paid on"].iloc[0]).startswith("2024-01-01")
+    assert "clients.xls has two header rows" in notes[0]
+    from dlref.data import target
+    from dlref.errors import DlrefError
+
+    with pytest.raises(DlrefError, match="'Y' is the upper header row's name of the column "
+                                         "'default payment next month'"):
+        target.check_present(frame, "Y", "clients.xls")
+    table = _messy().drop(columns=["Booked"])
+    table.to_excel(tmp_path / "passengers.ods", index=False, engine="odf")
+    frame, notes = tables.read_table(tmp_path / "passengers.ods")
+    assert list(frame.columns) == list(table.columns) and len(frame) == 80 and not notes
+    assert frame["Age"].isna().sum() == table["Age"].isna().sum()
+    (tmp_path / "export.xls").write_text("Id\tAmount\tPaid\n" + "".join(
+        f"{i}\t{i * 2.5}\t{i % 2}\n" for i in range(20)), encoding="utf-16")
+    frame, notes = tables.read_table(tmp_path / "export.xls")  # A web app's "Excel" export.
+    assert list(frame.columns) == ["Id", "Amount", "Paid"] and frame["Amount"].iloc[3] == 7.5
+    assert "export.xls is a text table, not a workbook" in notes[0]
+    (tmp_path / "page.xls").write_text("<html><table><tr><td>1</td></tr></table></html>")
+    with pytest.raises(DlrefError, match="is a web page .HTML or XML. named .xls"):
+        tables.read_table(tmp_path / "page.xls")
+
+
+@pytest.mark.parametrize("text, names, first_line", [
+    # Names over units; the date column has none.
+    ("Date,Temp,Rain\n,degC,mm\n", ["Date", "Temp (degC)", "Rain (mm)"], 3),
+    # Group names in merged cells over their parts.
+    ("Store,2023,,2024,\n,Q1,Q2,Q1,Q2\n", ["Store", "2023 Q1", "2023 Q2", "2024 Q1", "2024 Q2"],
+     3),
+    # Codes over long names, after a title line.
+    ("Clients report\n\nA,B,C\nclient id,credit limit in dollars,defaulted next month\n",
+     ["client id", "credit limit in dollars", "defaulted next month"], 5),
+])
+def test_a_second_header_row_names_the_columns_with_the_first(tmp_path, text, names,
+                                                                first_line):
+    dated = names[0] == "Date"
+    rows = ["".join([f"2024-01-{i + 1:02d},"] * dated)
+            + ",".join(str(i * (c + 1)) for c in range(len(names) - dated)) for i in range(12)]
+    path = tmp_path / "two.csv"
+    path.write_text(text + "\n".join(rows) + "\n")
+    frame, notes = tables.read_table(path)
+    assert list(frame.columns) == names and len(frame) == 12
+    assert frame[names[1]].dtype.kind in "if" and "two header rows" in notes[-1]
+    assert tables.file_lines([0], frame) == str(first_line)
+
+
+@pytest.mark.parametrize("first", ["unknown,none,none", "Ann,,", "a,b,c"])
+def test_a_first_row_of_words_is_data_where_they_are_no_names(tmp_path, first):
+    # Words for missing values over numbers; a name over names, its numbers missing; words
+    # over words.
+    below = "".join(f"{i},{i * 2},{i * 3}\n" if first.startswith("unknown") else
+                    f"P{i},{i * 2},{i * 3}\n" if first.startswith("Ann") else
+                    f"w{i},v{i},u{i}\n" for i in range(12))
+    path = tmp_path / "one.csv"
+    path.write_text("name,x,y\n" + first + "\n" + below)
+    frame, notes = tables.read_table(path)
+    assert list(frame.columns) == ["name", "x", "y"] and len(frame) == 13
+    assert not any("two header rows" in note for note in notes)
 
 
 def test_features_keeps_an_identifier_when_asked(tmp_path):

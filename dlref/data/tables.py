@@ -1,5 +1,6 @@
 """Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
-compressed), Parquet or an Excel workbook (.xlsx, its first sheet with data), with a header row
+compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its first sheet with data), with a header
+row
 whose names may carry stray spaces, lines of a title above it, or no header at all (columns then
 named column_1, column_2, ...).
 
@@ -28,11 +29,15 @@ from dlref.text import ENCODING_NAMES, encoding_of, listing, plural
 FIRST_ROW_LINE = "first_row_line"
 HEADERLESS = "headerless"  # frame.attrs key: its columns are named column_1, column_2, ...
 DROPPED_ROWS = "dropped_rows"  # frame.attrs key: positions of data rows dropped while reading.
+# frame.attrs key: {name in the upper of two header rows: the column's name} (two_header_rows).
+UPPER_NAMES = "upper_names"
 PARQUET_SUFFIXES = {".parquet", ".pq"}
-EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
+EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".ods"}
+# What a spreadsheet file starts with: a zip (.xlsx, .xlsm, .ods) or an OLE2 compound file (.xls).
+SPREADSHEET_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0")
 COMPRESSED_SUFFIXES = {".gz", ".bz2", ".zip", ".xz"}
 # Files that are tables, but not ones dlref reads: say what to save them as.
-OTHER_FORMATS = {".xls", ".ods", ".json", ".jsonl", ".xml", ".html", ".htm",
+OTHER_FORMATS = {".json", ".jsonl", ".xml", ".html", ".htm",
                  ".feather", ".arrow", ".h5", ".hdf5", ".pkl", ".pickle", ".npy", ".npz",
                  ".sav", ".dta", ".sas7bdat", ".db", ".sqlite", ".orc", ".avro"}
 # Cells that mean "no value" in real exports, besides pandas' own (empty, NA, N/A, NaN, null...).
@@ -47,35 +52,56 @@ _NUMBER_DECORATION = re.compile(r"(?<=^-)[$€£]\s?|^[$€£]\s?|\s?%$|(?<=\d),
 
 
 def read_table(path):
-    """Reads a CSV, Parquet or .xlsx file with a header row; returns (frame, notes)."""
+    """Reads a CSV, Parquet or spreadsheet file with a header row; returns (frame, notes)."""
     path = Path(path)
     if path.is_dir():
-        raise DlrefError(f"{path} is a folder; --data expects a CSV, Parquet or .xlsx file.")
+        raise DlrefError(f"{path} is a folder; --data expects a CSV, Parquet or spreadsheet "
+                         "file.")
     if not path.is_file():
         raise DlrefError(f"Data file not found: {path}")
-    head = path.read_bytes()[:4] if path.stat().st_size else b""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
     suffixes = [s.lower() for s in path.suffixes[-2:]]
-    if head == b"PAR1" or (suffixes and suffixes[-1] in PARQUET_SUFFIXES):
+    if head[:4] == b"PAR1" or (suffixes and suffixes[-1] in PARQUET_SUFFIXES):
         frame, notes = _read_parquet(path), []
-    elif suffixes and suffixes[-1] in EXCEL_SUFFIXES:
+    elif suffixes and suffixes[-1] in EXCEL_SUFFIXES and head.startswith(SPREADSHEET_MAGIC):
         frame, notes = _read_excel(path)
+    elif suffixes and suffixes[-1] in EXCEL_SUFFIXES:
+        frame, notes = _read_text_spreadsheet(path, head)
     else:
         _check_csv_like(path, head, suffixes)
         frame, notes = _read_csv(path)
     return _tidy(frame, path), notes
 
 
+def _read_text_spreadsheet(path, head):
+    """A file named as a spreadsheet that is text: web apps export tab- or comma-separated
+    text, or an HTML table, under .xls. Text is read as a CSV, with a note; HTML is refused."""
+    text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n").lower()
+    if text.startswith(("<!doctype", "<html", "<table", "<?xml", "<meta", "<head")):
+        raise DlrefError(f"{path} is a web page (HTML or XML) named {path.suffix}, not a "
+                         "spreadsheet: open it in a spreadsheet program and save it as .xlsx "
+                         "or CSV.")
+    if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DlrefError(f"Could not read {path} as a spreadsheet: it is neither a workbook nor "
+                         "text. Save it again as .xlsx or CSV.")
+    frame, notes = _read_csv(path)
+    return frame, [f"{path.name} is a text table, not a workbook (as web apps export them "
+                   f"under {path.suffix}): read it as CSV."] + notes
+
+
 def _check_csv_like(path, head, suffixes):
     plain = [s for s in suffixes if s not in COMPRESSED_SUFFIXES][-1:] or [""]
     compressed = bool(suffixes) and suffixes[-1] in COMPRESSED_SUFFIXES
-    if head.startswith(b"PK") and not compressed:
-        raise DlrefError(f"{path} is a zip archive or an Excel workbook, not a CSV. Name a "
-                         "workbook .xlsx, or save the sheet as CSV (File > Save as > CSV UTF-8) "
-                         "or as Parquet.")
+    if head.startswith(SPREADSHEET_MAGIC) and not compressed:
+        raise DlrefError(f"{path} is a zip archive or a spreadsheet, not a CSV. Name a workbook "
+                         ".xlsx (.xls for Excel 97-2003, .ods for OpenDocument), or save the "
+                         "sheet as CSV (File > Save as > CSV UTF-8) or as Parquet.")
     if plain[0] in OTHER_FORMATS:
         raise DlrefError(f"{path}: dlref reads CSV files (.csv, .tsv, .txt, also .gz / .zip "
-                         f"compressed), Parquet (.parquet) and Excel workbooks (.xlsx), not "
-                         f"{plain[0]} files. Save the table as CSV, Parquet or .xlsx.")
+                         f"compressed), Parquet (.parquet) and spreadsheets (.xlsx, .xls, "
+                         f".ods), not {plain[0]} files. Save the table as CSV, Parquet or "
+                         ".xlsx.")
 
 
 def _read_parquet(path):
@@ -95,9 +121,10 @@ def _read_excel(path):
     try:
         sheets = pd.read_excel(path, sheet_name=None, header=None, dtype=object)
     except ImportError as error:
-        raise DlrefError(f"Reading Excel workbooks needs openpyxl: {error}") from None
-    except Exception as error:  # openpyxl raises its own types for a damaged file.
-        raise DlrefError(f"Could not read {path} as an Excel workbook ({type(error).__name__}: "
+        raise DlrefError(f"Reading {path.suffix} spreadsheets needs a package that is not "
+                         f"installed: {error}") from None
+    except Exception as error:  # openpyxl, xlrd and odfpy raise their own types.
+        raise DlrefError(f"Could not read {path} as a spreadsheet ({type(error).__name__}: "
                          f"{error}).") from None
     # Empty columns go (a table that starts in column B); rows stay, so that a message's line
     # numbers are the sheet's row numbers.
@@ -161,6 +188,9 @@ def _read_csv(path, handle=None):
                      "column_N).")
     else:
         notes += _drop_repeated_headers(frame)
+        frame, more = _two_header_rows(frame, path)
+        notes += more
+        skip += bool(more)  # The second header row is a line above the data too.
     frame, more = _without_total_rows(frame)
     notes += more
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
@@ -190,6 +220,72 @@ def _without_total_rows(frame, last=3):
     return frame.iloc[:first], [
         f"Left out {plural(len(frame) - first, 'row')} at the end named as a summary in "
         f"{text[0]!r} ({shown}): sums or means of the rows above, not data."]
+
+
+def _two_header_rows(frame, path, rows=200):
+    """(frame, notes): a first data row of names over columns of numbers is a second header
+    row, as some spreadsheets have: codes over names (UCI's credit-default workbook: X1 ... Y
+    above LIMIT_BAL ... 'default payment next month'), names over units, group names over
+    their parts (2019, , 2020 above Q1, Q2, Q1, Q2). The columns are named from the two rows:
+    the lower row's names where they are all there and differ; names over short units as
+    'name (unit)'; group over part as 'group part'. attrs[UPPER_NAMES] keeps the upper row's
+    names, so that a --target from it can be pointed to its column."""
+    if len(frame) < 3 or frame.attrs.get(DROPPED_ROWS):
+        return frame, []
+    lower = {name: str(value).strip() for name, value in frame.iloc[0].items()
+             if isinstance(value, str) and value.strip()}
+    filled = frame.iloc[0].notna() & (frame.iloc[0].astype(str).str.strip() != "")
+    if not lower or len(lower) < filled.sum() or any(
+            is_number(value) or value.casefold() in MISSING_WORDS for value in lower.values()):
+        return frame, []
+    below = frame.iloc[1:rows + 1]
+    numeric = sum(pd.to_numeric(below[name].dropna(), errors="coerce").notna().mean() >= 0.9
+                  for name in lower if below[name].notna().any())
+    if numeric * 2 < len(lower) or numeric < 1:
+        return frame, []
+    upper = ["" if str(name).startswith("Unnamed: ") else str(name).strip()
+             for name in frame.columns]
+    names = _names_of_two_rows(upper, [lower.get(name, "") for name in frame.columns])
+    if names is None:
+        return frame, []
+    frame = frame.iloc[1:].reset_index(drop=True)
+    for name in frame.columns:  # The names made pandas read numbers as text.
+        numbers = pd.to_numeric(frame[name], errors="coerce")
+        if is_text(frame[name]) and numbers.notna().sum() == frame[name].notna().sum():
+            frame[name] = numbers
+    frame.columns = names
+    frame.attrs[UPPER_NAMES] = {above: name for above, name in zip(upper, names, strict=True)
+                                if above and above != name}
+    shown = listing([repr(name) for name in names], 4)
+    return frame, [f"{path.name} has two header rows: its columns are named from both "
+                   f"({shown})."]
+
+
+def _names_of_two_rows(upper, lower):
+    """Column names from two header rows (see _two_header_rows), or None when none of the
+    ways gives every column its own name."""
+    def unique(names):
+        return all(names) and len(set(names)) == len(names)
+
+    if unique(upper) and all(len(unit) <= 8 for unit in lower):  # Names over units.
+        return [f"{name} ({unit})" if unit else name
+                for name, unit in zip(upper, lower, strict=True)]
+    if unique(lower):
+        return lower
+    groups, group = [], ""
+    for name in upper:  # A merged cell over its parts: its name, then empty cells.
+        group = name or group
+        groups.append(group)
+    joined = [" ".join(part for part in (above, below) if part)
+              for above, below in zip(groups, lower, strict=True)]
+    return joined if unique(joined) else None
+
+
+def named_above(frame, name):
+    """' 'Y' is the upper header row's name of column 'default ...'.', or '' (_two_header_rows)."""
+    column = frame.attrs.get(UPPER_NAMES, {}).get(str(name).strip())
+    return (f" {name!r} is the upper header row's name of the column {column!r}: use that "
+            "name." if column else "")
 
 
 def _drop_repeated_headers(frame):

@@ -161,8 +161,8 @@ def select_columns(frame, name, source, where):
                 raise DlrefError(f"{option} names the target {name!r}: the target is never a "
                                  "feature. Name another --target, or leave it out of " + option)
             if column not in frame.columns:
-                raise DlrefError(f"{option}: no column {column!r} in {where}."
-                                 f"{close_match(column, available)} Columns: "
+                hint = tables.named_above(frame, column) or close_match(column, available)
+                raise DlrefError(f"{option}: no column {column!r} in {where}.{hint} Columns: "
                                  f"{listing(available, 40)}.")
     names = [c for c in available if (chosen is None or c in chosen) and c not in drop]
     if not names:

@@ -94,8 +94,8 @@ def read_csv(path, text_column, target_name):
     target.check_present(frame, target_name, str(path))
     column = text_column.strip() if text_column else _guess_text_column(frame, target_name, path)
     if column not in frame.columns:
-        raise DlrefError(f"--text-column: no column {column!r} in {path}."
-                         f"{close_match(column, frame.columns)} Columns: "
+        hint = tables.named_above(frame, column) or close_match(column, frame.columns)
+        raise DlrefError(f"--text-column: no column {column!r} in {path}.{hint} Columns: "
                          f"{listing(frame.columns, 40)}.")
     if column == target_name:
         raise DlrefError(f"--text-column and --target both name {column!r}: the labels cannot "
