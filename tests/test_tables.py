@@ -373,6 +373,54 @@ def test_a_first_row_of_words_is_data_where_they_are_no_names(tmp_path, first):
     assert not any("two header rows" in note for note in notes)
 
 
+def test_codes_for_no_value_and_empty_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    co = rng.uniform(0.1, 11.9, 60).round(1)
+    co[[3, 17, 40]] = -200  # UCI's air quality file.
+    rain = rng.uniform(0, 30, 60).round(1)
+    rain[[5, 6]] = 9999
+    share = rng.integers(0, 99, 60)  # 0-99 %: 99 is a value here, not a code.
+    share[[1, 2]] = 99
+    level = rng.uniform(-60, 60, 60).round(1)  # -100 lies within the values' spread.
+    level[[8, 9]] = -100
+    once = rng.uniform(0, 5, 60).round(1)  # One -999 alone: an outlier, not a code.
+    once[11] = -999
+    table = pd.DataFrame({"co": co, "rain": rain, "share": share, "level": level,
+                          "once": once})
+    text = table.to_csv(index=False).splitlines()
+    text[6:6] = [",,,,", ",,,,"]  # Empty rows, as a sheet's export has them.
+    path = tmp_path / "air.csv"
+    path.write_text("\n".join(text) + "\n,,,,\n")
+    frame, notes = tables.read_table(path)
+    assert len(frame) == 60 and frame["co"].isna().sum() == 3
+    assert frame["rain"].isna().sum() == 2 and frame["share"].max() == 99
+    assert frame["level"].min() == -100 and frame["once"].min() == -999
+    assert "Dropped 3 rows without any value" in notes[0]
+    assert notes[1] == ("Read 'co' -200 (3 rows), 'rain' 9999 (2 rows) as missing: codes for "
+                        "\"no value\", far outside the column's other values.")
+    # File lines still count the dropped rows: data row 17 is line 21 (the header and 2 empty
+    # rows above it).
+    assert tables.file_lines(np.flatnonzero(frame["co"].isna()), frame) == "5, 21, 44"
+
+
+def test_a_run_reads_its_codes_for_no_value_in_new_rows(tmp_path, runs_root):
+    header, rows = helpers.regression_rows(60)
+    for row in rows[::9]:
+        row[0] = -999  # x1's code for "no value".
+    helpers.assert_ok(helpers.invoke("train", "regression", "--data", helpers.write_csv(
+        tmp_path / "train.csv", header, rows), "--target", "y", "--epochs", 1))
+    run = helpers.only_run(runs_root, "regression")
+    x1 = next(spec for spec in helpers.read_json(run / "artifacts" / "meta.json")["schema"]
+              if spec["name"] == "x1")
+    assert x1["missing_code"] == -999
+    new = helpers.write_csv(tmp_path / "new.csv", ["x1", "x2", "x3"],
+                            [[-999, 0.5, 0.1], ["", 0.5, 0.1], [0.3, 0.5, 0.1]])
+    result = helpers.invoke("predict", run, "--data", new, "--output", "-")
+    helpers.assert_ok(result)  # Three rows are too few to find the code: the run knows it.
+    predicted = pd.read_csv(pd.io.common.StringIO(result.stdout))["predicted_y"]
+    assert predicted[0] == predicted[1] != predicted[2]
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

@@ -214,6 +214,28 @@ def test_dates_people_write_are_read_as_meant(dates, first, frequency, tmp_path)
         assert found.dates[1] == pd.Timestamp("2023-01-02")  # Not February the 1st.
 
 
+@pytest.mark.parametrize("day, clock", [
+    ("%d/%m/%Y", "%H:%M:%S"),  # UCI's household power file: Date;Time;...
+    ("%d/%m/%Y", "%H.%M.%S"),  # UCI's air quality file.
+    ("%Y-%m-%d", "%I:%M %p"),  # 06:00 PM.
+])
+def test_a_date_column_and_a_time_column_are_read_together(day, clock, tmp_path):
+    hours = pd.date_range("2024-03-09 18:00", periods=40, freq="h")
+    rows = "".join(f"{h.strftime(day)};{h.strftime(clock)};{i % 24 + np.sin(i):.3f}\n"
+                   for i, h in enumerate(hours) if i != 7)  # One hour missing: a gap.
+    found = _read(tmp_path, "Date;Time;v\n" + rows + ";;\n;;\n", date_column="Date")
+    assert found.frequency == "h" and list(found.dates) == list(hours)
+    assert found.added_timestamps == 1  # Filled halfway:
+    assert found.values[7] == pytest.approx((found.values[6] + found.values[8]) / 2)
+    assert any("'Date' holds days and 'Time' times of day" in note for note in found.notes)
+    assert any("Dropped 2 rows without any value" in note for note in found.notes)
+    # 09/03/2024 to 11/03/2024 read either way; day first gives hours, month first months.
+    assert any("read day first" in note for note in found.notes) == day.startswith("%d")
+    daily = "".join(f"2024-01-{d:02d},0{d % 9}:30,{d}\n" for d in range(1, 20))
+    found = _read(tmp_path, "d,taken at,v\n" + daily)  # Days that do not repeat: days.
+    assert found.frequency == "D" and found.dates[0] == pd.Timestamp("2024-01-01")
+
+
 def test_hours_across_the_end_of_daylight_saving_time(tmp_path):
     hours = pd.date_range("2021-10-30", "2021-11-01", freq="h", tz="Europe/Berlin")
     rows = "".join(f"{h.isoformat()},{i % 24 + np.sin(i):.3f}\n" for i, h in enumerate(hours))

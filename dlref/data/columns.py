@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from dlref.data.tables import MISSING_WORDS, is_text
+from dlref.data.tables import MISSING_CODES, MISSING_WORDS, is_text
 from dlref.text import plural
 
 # Yes and no as exports write them, also in German, French, Spanish, Italian, Portuguese, Polish.
@@ -50,9 +50,12 @@ def infer_schema(frame, names, keep=()):
         problems: messages about columns that cannot be used as they are (one error for all).
     """
     schema, left_out, problems = [], {}, []
+    codes = frame.attrs.get(MISSING_CODES, {})
     for name in names:
         spec, reason = _infer_column(frame[name], name, name in keep)
         if isinstance(spec, dict):
+            if name in codes and spec["kind"] == "numeric":  # New rows' codes are gaps too.
+                spec["missing_code"] = codes[name]
             schema.append(spec)
         elif spec == "left out":
             left_out[name] = reason
@@ -209,7 +212,9 @@ def typed(frame, schema):
     for spec in schema:
         values = frame[spec["name"]]
         if spec["kind"] == "numeric":
-            columns[spec["name"]] = to_numbers(values)
+            numbers = to_numbers(values)
+            code = spec.get("missing_code")
+            columns[spec["name"]] = numbers if code is None else numbers.mask(numbers == code)
         elif spec["kind"] == "boolean":
             columns[spec["name"]] = to_booleans(values)
         elif spec["kind"] == "date":

@@ -83,6 +83,8 @@ def read(source):
         series.notes.append("No --date-column: the rows are taken in file order, one step each.")
         return _fill_values(series)
     others = frame.drop(columns=[source.target, source.date_column])
+    series.dates, clock = _with_times_of_day(dates, others, source.date_column, notes)
+    others = others.drop(columns=[clock] if clock else [])
     return _fill_values(_regular(_sorted(series, others)))
 
 
@@ -125,7 +127,7 @@ def _dates(column, where, notes):
         parsed = (_number_dates(numbers, column, where, notes) if numbers.notna().all()
                   else None)
         if parsed is None:
-            parsed, utc = _text_dates(column, where)
+            parsed, utc = _text_dates(column, where, notes)
     if utc is not None and _offset_changes_within_days(parsed, utc):
         offsets = sorted(_offset(o) for o in (parsed - utc).unique())
         notes.append(f"Dates: {column.name!r} has UTC offsets that change ({listing(offsets, 4)}"
@@ -133,6 +135,43 @@ def _dates(column, where, notes):
                      "repeat an hour when the clocks go back.")
         parsed = utc
     return pd.DatetimeIndex(parsed)
+
+
+# A time of day: 18:00, 18:00:00, 18.00.00 (UCI's air quality file), 6:30 PM.
+TIME_OF_DAY = r"^(\d{1,2})[:.](\d{2})(?:[:.](\d{2}(?:\.\d+)?))?\s*([AaPp][Mm])?$"
+
+
+def _with_times_of_day(dates, others, date_column, notes):
+    """(dates, the column of times used or None): days that repeat, each at midnight, beside a
+    column of times of day (UCI's household power and air quality files have a Date and a
+    Time column) are read together as timestamps, with a note."""
+    if not dates.duplicated().any() or (dates != dates.normalize()).any():
+        return dates, None
+    for name in others.columns:
+        times = _times_of_day(others[name])
+        if times is not None:
+            notes.append(f"Dates: {date_column!r} holds days and {name!r} times of day: read "
+                         "together as timestamps.")
+            return pd.DatetimeIndex(dates + times), name
+    return dates, None
+
+
+def _times_of_day(column):
+    """A TimedeltaIndex of a column whose every cell is a time of day, else None."""
+    if column.isna().any() or not (column.dtype == object or
+                                   pd.api.types.is_string_dtype(column)):
+        return None
+    parts = column.astype(str).str.strip().str.extract(TIME_OF_DAY)
+    if parts[[0, 1]].isna().any().any():
+        return None
+    hours, minutes = parts[0].astype(int), parts[1].astype(int)
+    seconds = parts[2].astype(float).fillna(0)
+    noon = parts[3].str.lower()
+    if (minutes > 59).any() or (seconds >= 60).any() or (
+            hours > (12 if noon.notna().any() else 23)).any():
+        return None
+    hours = hours % 12 + 12 * (noon == "pm") if noon.notna().all() else hours
+    return pd.TimedeltaIndex(pd.to_timedelta(hours * 3600 + minutes * 60 + seconds, unit="s"))
 
 
 def _offset_changes_within_days(wall, utc):
@@ -173,7 +212,7 @@ def _number_dates(numbers, column, where, notes):
                      "the rows are taken as steps in file order.")
 
 
-def _text_dates(column, where):
+def _text_dates(column, where, notes):
     """Wall times, and the UTC instants when every row gives its offset (else None)."""
     from dlref.data.columns import is_dayfirst
 
@@ -191,6 +230,12 @@ def _text_dates(column, where):
         warnings.simplefilter("ignore")
         parsed = pd.to_datetime(local, errors="coerce", format="mixed",
                                 dayfirst=is_dayfirst(local))
+        if _either_way(local):  # 03/04/2024 and no day above 12 to tell: the regular reading.
+            other = pd.to_datetime(local, errors="coerce", format="mixed", dayfirst=True)
+            if _step_sizes(other) < _step_sizes(parsed):
+                parsed = other
+                notes.append(f"Dates: {column.name!r} reads day first or month first alike (no "
+                             "number above 12); read day first, which gives regular steps.")
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
         raise DlrefError(
@@ -204,6 +249,18 @@ def _text_dates(column, where):
     sign = np.where(digits.str[0] == "-", -1, 1)
     minutes = sign * (digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int))
     return parsed, parsed - pd.to_timedelta(minutes, unit="min")
+
+
+def _either_way(text):
+    """Whether dates like 03/04/2024 in `text` read as day first or month first alike: no
+    first or second number above 12 tells which."""
+    parts = text.str.extract(r"^(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}").dropna().astype(int)
+    return len(parts) == len(text) and not (parts > 12).any().any()
+
+
+def _step_sizes(dates):
+    """How many different steps lie between the sorted, distinct dates (fewer: more regular)."""
+    return pd.Series(np.diff(np.sort(dates.dropna().unique()))).nunique()
 
 
 def _sorted(series, others=None):

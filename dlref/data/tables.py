@@ -31,6 +31,7 @@ HEADERLESS = "headerless"  # frame.attrs key: its columns are named column_1, co
 DROPPED_ROWS = "dropped_rows"  # frame.attrs key: positions of data rows dropped while reading.
 # frame.attrs key: {name in the upper of two header rows: the column's name} (two_header_rows).
 UPPER_NAMES = "upper_names"
+MISSING_CODES = "missing_codes"  # frame.attrs key: {column: its number for "no value"}.
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".ods"}
 # What a spreadsheet file starts with: a zip (.xlsx, .xlsm, .ods) or an OLE2 compound file (.xls).
@@ -71,7 +72,8 @@ def read_table(path):
     else:
         _check_csv_like(path, head, suffixes)
         frame, notes = _read_csv(path)
-    return _tidy(frame, path), notes
+    frame = _tidy(frame, path)
+    return frame, notes + _missing_codes(frame)
 
 
 def _read_text_spreadsheet(path, head):
@@ -187,10 +189,10 @@ def _read_csv(path, handle=None):
                      f"so its columns are named column_1 to column_{frame.shape[1]} (--target "
                      "column_N).")
     else:
-        notes += _drop_repeated_headers(frame)
         frame, more = _two_header_rows(frame, path)
         notes += more
         skip += bool(more)  # The second header row is a line above the data too.
+    notes += _drop_rows(frame, header=not values)
     frame, more = _without_total_rows(frame)
     notes += more
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
@@ -230,7 +232,7 @@ def _two_header_rows(frame, path, rows=200):
     the lower row's names where they are all there and differ; names over short units as
     'name (unit)'; group over part as 'group part'. attrs[UPPER_NAMES] keeps the upper row's
     names, so that a --target from it can be pointed to its column."""
-    if len(frame) < 3 or frame.attrs.get(DROPPED_ROWS):
+    if len(frame) < 3:
         return frame, []
     lower = {name: str(value).strip() for name, value in frame.iloc[0].items()
              if isinstance(value, str) and value.strip()}
@@ -249,10 +251,7 @@ def _two_header_rows(frame, path, rows=200):
     if names is None:
         return frame, []
     frame = frame.iloc[1:].reset_index(drop=True)
-    for name in frame.columns:  # The names made pandas read numbers as text.
-        numbers = pd.to_numeric(frame[name], errors="coerce")
-        if is_text(frame[name]) and numbers.notna().sum() == frame[name].notna().sum():
-            frame[name] = numbers
+    _numbers_again(frame)
     frame.columns = names
     frame.attrs[UPPER_NAMES] = {above: name for above, name in zip(upper, names, strict=True)
                                 if above and above != name}
@@ -288,24 +287,40 @@ def named_above(frame, name):
             "name." if column else "")
 
 
-def _drop_repeated_headers(frame):
-    """Drops rows that repeat the header (files joined with `cat`, exports in pages), in place;
-    returns a note when there were any."""
-    again = pd.Series(True, index=frame.index)
-    for name in frame.columns:  # An unnamed column's header cell was empty.
+def _drop_rows(frame, header=True):
+    """Drops, in place, rows with no value at all (a sheet's empty rows below its table, lines
+    of delimiters only: ";;;;") and, when the file has a `header`, rows that repeat it (files
+    joined with `cat`, exports in pages); returns a note for each kind there was. Their
+    positions go to attrs[DROPPED_ROWS], so that messages still name file lines."""
+    blank = frame.isna().all(axis=1)
+    again = pd.Series(header, index=frame.index)
+    for name in frame.columns if header else []:  # An unnamed column's header cell was empty.
         cells = frame[name]
         again &= (cells.isna() if str(name).startswith("Unnamed: ")
                   else cells.astype(str).str.strip() == str(name).strip())
-    if not again.any() or again.all():
+    again &= ~blank
+    dropped = (blank | again).to_numpy()
+    if not dropped.any() or dropped.all():
         return []
-    frame.attrs[DROPPED_ROWS] = [int(i) for i in np.flatnonzero(again.to_numpy())]
-    frame.drop(index=frame.index[again.to_numpy()], inplace=True)
-    for name in frame.columns:  # The header's words made pandas read numbers as text.
+    frame.attrs[DROPPED_ROWS] = [int(i) for i in np.flatnonzero(dropped)]
+    frame.drop(index=frame.index[dropped], inplace=True)
+    notes = []
+    if blank.any():
+        notes.append(f"Dropped {plural(int(blank.sum()), 'row')} without any value.")
+    if again.any():
+        _numbers_again(frame)
+        notes.append(f"Dropped {plural(int(again.sum()), 'row')} repeating the header row "
+                     "(files joined one after another, or an export in pages).")
+    return notes
+
+
+def _numbers_again(frame):
+    """Text columns that hold only numbers become numbers, in place: rows of names, now
+    dropped, made pandas read them as text."""
+    for name in frame.columns:
         numbers = pd.to_numeric(frame[name], errors="coerce")
         if is_text(frame[name]) and numbers.notna().sum() == frame[name].notna().sum():
             frame[name] = numbers
-    return [f"Dropped {plural(int(again.sum()), 'row')} repeating the header row (files "
-            "joined one after another, or an export in pages)."]
 
 
 def _preamble(sample, delimiter, lines=60):
@@ -494,6 +509,44 @@ def _decorated_numbers(frame):
         return []
     return [f"Read {plural(len(converted), 'column')} of numbers written with $, % or thousands "
             f"separators as numbers: {listing(converted)}."]
+
+
+def _missing_codes(frame):
+    """Numbers that code "no value" become gaps, in place: -200 in UCI's air quality file,
+    -999, 9999. A code is the least or greatest value of a numeric column, in 2 rows or more,
+    written as 99, 999, ... (either sign) or as a negative multiple of 100, and further from
+    the column's other values than they spread (-200 below readings of 0.1 to 11.9). They go
+    to attrs[MISSING_CODES] (a run's schema keeps them for new rows). Returns a note naming
+    them."""
+    found = []
+    for name in frame.columns:
+        values = frame[name]
+        if values.dtype.kind not in "if":
+            continue
+        present = values.dropna()
+        for code in {present.min(), present.max()} if len(present) >= 20 else ():
+            rest = present[present != code]
+            if rest.nunique() < 2 or (present == code).sum() < 2 or not _code_like(code):
+                continue
+            spread = rest.max() - rest.min()
+            if (rest.min() - code if code < rest.min() else code - rest.max()) > spread:
+                count = int((values == code).sum())
+                frame[name] = values.mask(values == code)
+                frame.attrs.setdefault(MISSING_CODES, {})[name] = float(code)
+                found.append(f"{name!r} {code:g} ({plural(count, 'row')})")
+                break
+    if not found:
+        return []
+    return [f"Read {listing(found, 6)} as missing: codes for \"no value\", far outside the "
+            "column's other values."]
+
+
+def _code_like(value):
+    """Whether a number is written as codes for "no value" are: 99, -999, 9999, ..., -200."""
+    if value % 1 or abs(value) < 99:
+        return False
+    digits = str(abs(int(value)))
+    return set(digits) == {"9"} or (value < 0 and value % 100 == 0)
 
 
 def _tidy(frame, path):
