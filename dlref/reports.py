@@ -302,18 +302,29 @@ def write_gif(frames, path, seconds=0.4):
                          duration=durations, loop=0)
 
 
-def forecast(when, actual, forecasts, target):
-    """The test period: actual values and each predictor's one-step-ahead forecasts."""
+# Test steps a forecast plot draws: past a few hundred, lines of minute data blur into a band.
+FORECAST_STEPS = 300
+
+
+def forecast(when, actual, forecasts, target, shown=FORECAST_STEPS):
+    """The test period: actual values and each predictor's one-step-ahead forecasts; of a long
+    period, its last `shown` steps (the title says so; the MAE is over all of it)."""
     figure, axis = _figure(9.0, 4.0)
+    actual = np.asarray(actual)
+    mae = float(np.mean(np.abs(np.asarray(forecasts["model"]) - actual)))
+    period = "test period"
+    if len(actual) > shown:
+        period = f"last {shown:,} of {len(actual):,} test steps"
+        when, actual = when[-shown:], actual[-shown:]
+        forecasts = {name: np.asarray(values)[-shown:] for name, values in forecasts.items()}
     axis.plot(when, actual, color="black", linewidth=2, label="actual")
     styles = {"model": dict(linewidth=1.8), "persistence": dict(linestyle=":"),
               "seasonal_naive": dict(linestyle="--"), "classical": dict(linestyle="-.")}
     for name, values in forecasts.items():
         label = "ARIMA" if name == "classical" else name.replace("_", " ")
         axis.plot(when, values, label=label, **styles.get(name, {}))
-    mae = float(np.mean(np.abs(np.asarray(forecasts["model"]) - actual)))
     axis.set(xlabel="time", ylabel=target,
-             title=f"One-step-ahead forecasts, test period (model MAE {_short(mae)})")
+             title=f"One-step-ahead forecasts, {period} (model MAE {_short(mae)})")
     axis.legend(loc="best", fontsize=8)
     figure.autofmt_xdate()
     figure.tight_layout()

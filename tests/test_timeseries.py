@@ -116,6 +116,14 @@ def test_forecast_plot_draws_actual_and_each_predictor():
         assert "model MAE 0.5" in figure.axes[0].get_title()
     finally:
         pyplot.close(figure)
+    model = actual + np.array([0.5, 0.5, 0.5, 2.5])
+    figure = reports.forecast(when, actual, {"model": model}, "sales", shown=3)
+    try:  # A long period: its last steps drawn, the MAE over all of it.
+        assert [len(line.get_xdata()) for line in figure.axes[0].lines] == [3, 3]
+        assert figure.axes[0].get_title() == ("One-step-ahead forecasts, last 3 of 4 test "
+                                              "steps (model MAE 1)")
+    finally:
+        pyplot.close(figure)
 
 
 def test_predict_a_horizon_and_evaluate_another_file(tmp_path, runs_root):
