@@ -244,6 +244,44 @@ def test_a_date_column_and_a_time_column_are_read_together(day, clock, tmp_path)
     assert found.frequency == "D" and found.dates[0] == pd.Timestamp("2024-01-01")
 
 
+def test_a_series_of_minutes_resampled_to_hours(tmp_path):
+    minutes = pd.date_range("2024-01-01 17:24", "2024-01-03 09:50", freq="min")
+    rows = "".join(f"{m:%Y-%m-%d %H:%M},{1 + (m.hour >= 8)}\n" for m in minutes)
+    found = _read(tmp_path, "d,v\n" + rows)
+    hours = series.resampled(found, "h", "sum")
+    # 17:00 and 09:00 are covered in part: left out. 60 minutes of 1 or 2 in the others.
+    assert hours.dates[0] == pd.Timestamp("2024-01-01 18:00") and hours.frequency == "h"
+    assert hours.dates[-1] == pd.Timestamp("2024-01-03 08:00") and len(hours.dates) == 39
+    assert set(hours.values) == {60.0, 120.0}
+    assert "to 39 periods of h (the sum of each; --set resample); left out 2 first or last " \
+           "periods the data covers in part." in hours.notes[-1]
+    assert set(series.resampled(found, "h", "max").values) == {1.0, 2.0}
+    for rule, how, words in [("30s", "mean", "finer than the series' steps .min."),
+                             ("fortnight", "mean", "not a pandas frequency"),
+                             ("h", "median", "aggregate must be one of")]:
+        with pytest.raises(DlrefError, match=words):
+            series.resampled(found, rule, how)
+
+
+def test_a_resampled_run_reads_new_files_the_same_way(tmp_path, runs_root):
+    minutes = pd.date_range("2024-01-01", periods=60 * 24 * 5, freq="min")
+    rows = [[f"{m:%d/%m/%Y}", f"{m:%H:%M:%S}", f"{10 + np.sin(m.hour / 3.8) + m.minute / 600:.3f}"]
+            for m in minutes]
+    data = helpers.write_csv(tmp_path / "power.txt", ["Date", "Time", "sales"], rows, ";")
+    result = helpers.invoke("train", "timeseries", "--data", data, "--target", "sales",
+                            "--date-column", "Date", "--epochs", 1, "--set", "window=5",
+                            "--set", "resample=h")
+    helpers.assert_ok(result)
+    assert "Resampled: 7,200 values to 120 periods of h" in result.output
+    recent = helpers.write_csv(tmp_path / "recent.txt", ["Date", "Time", "sales"],
+                               rows[-60 * 8 - 30:], ";")
+    result = helpers.invoke("predict", helpers.only_run(runs_root, "timeseries"), "--data",
+                            recent, "--horizon", 2, "--output", "-")
+    helpers.assert_ok(result)  # The half hour at the start is left out.
+    assert result.stdout.splitlines()[1].startswith("2024-01-06 00:00:00,")
+    assert "left out 1 first or last period" in result.stderr
+
+
 def test_hours_across_the_end_of_daylight_saving_time(tmp_path):
     hours = pd.date_range("2021-10-30", "2021-11-01", freq="h", tz="Europe/Berlin")
     rows = "".join(f"{h.isoformat()},{i % 24 + np.sin(i):.3f}\n" for i, h in enumerate(hours))

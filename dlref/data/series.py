@@ -41,13 +41,17 @@ class Series:
     frequency: str | None = None
     notes: list = dataclasses.field(default_factory=list)
     added_timestamps: int = 0  # Missing timestamps of a regular series, now gaps.
+    dayfirst: bool = False  # Text dates like 03/04/2024 were read day first (a run keeps it
+    # for its new files; month first is not kept: a new file decides for itself).
 
 
 # --- Reading -------------------------------------------------------------------------------------
 
 
-def read(source):
-    """The series of `source` (--data/--target/--date-column), or the built-in CO2 record."""
+def read(source, dayfirst=None):
+    """The series of `source` (--data/--target/--date-column), or the built-in CO2 record.
+    dayfirst: how to read dates like 03/04/2024 (a run's reading, for its new files); None
+    decides from the file."""
     if source.dataset:
         raise DlrefError(f"No named dataset {source.dataset!r} for time series; give --data "
                          "FILE --target COLUMN, or nothing for the built-in CO2 series.")
@@ -77,8 +81,9 @@ def read(source):
     by = f" by {source.date_column!r}" if source.date_column else ""
     notes = [f"Data: {where}, target {source.target!r}{by}: forecast"] + list(notes)
     values = _numbers(frame[source.target], where)
-    dates = _dates(frame[source.date_column], where, notes) if source.date_column else None
-    series = Series(values, dates, source.target, where, notes=notes)
+    dates, dayfirst = (_dates(frame[source.date_column], where, notes, dayfirst)
+                       if source.date_column else (None, False))
+    series = Series(values, dates, source.target, where, notes=notes, dayfirst=dayfirst)
     if dates is None:
         series.notes.append("No --date-column: the rows are taken in file order, one step each.")
         return _fill_values(series)
@@ -110,14 +115,15 @@ def _numbers(column, where):
     return values.to_numpy(dtype="float64")
 
 
-def _dates(column, where, notes):
-    """A DatetimeIndex from a date column: text in any common format (day first when the file
-    says so), year numbers, YYYYMMDD numbers, Unix times and Excel day numbers. Time zones
+def _dates(column, where, notes, dayfirst=None):
+    """(a DatetimeIndex, whether text dates were read day first) from a date column: text in
+    any common format (day first when `dayfirst` or, when None, the file says so), year
+    numbers, YYYYMMDD numbers, Unix times and Excel day numbers. Time zones
     are dropped, keeping local wall time (a monthly series stays on the 1st of each month),
     except in a series of hours or minutes whose UTC offset changes (daylight-saving time):
     there wall time repeats an hour each autumn and skips one each spring, so the instants are
     read as UTC (with a note)."""
-    utc = None
+    utc, read_dayfirst = None, False
     if pd.api.types.is_datetime64_any_dtype(column):
         parsed = column
         if getattr(parsed.dt, "tz", None) is not None:
@@ -127,14 +133,14 @@ def _dates(column, where, notes):
         parsed = (_number_dates(numbers, column, where, notes) if numbers.notna().all()
                   else None)
         if parsed is None:
-            parsed, utc = _text_dates(column, where, notes)
+            parsed, utc, read_dayfirst = _text_dates(column, where, notes, dayfirst)
     if utc is not None and _offset_changes_within_days(parsed, utc):
         offsets = sorted(_offset(o) for o in (parsed - utc).unique())
         notes.append(f"Dates: {column.name!r} has UTC offsets that change ({listing(offsets, 4)}"
                      "; daylight-saving time), so its times are read as UTC: local clock times "
                      "repeat an hour when the clocks go back.")
         parsed = utc
-    return pd.DatetimeIndex(parsed)
+    return pd.DatetimeIndex(parsed), bool(read_dayfirst)
 
 
 # A time of day: 18:00, 18:00:00, 18.00.00 (UCI's air quality file), 6:30 PM.
@@ -212,8 +218,10 @@ def _number_dates(numbers, column, where, notes):
                      "the rows are taken as steps in file order.")
 
 
-def _text_dates(column, where, notes):
-    """Wall times, and the UTC instants when every row gives its offset (else None)."""
+def _text_dates(column, where, notes, dayfirst=None):
+    """Wall times, the UTC instants when every row gives its offset (else None), and whether
+    dates like 03/04/2024 were read day first (`dayfirst`, or when None: a first number above
+    12, or else the reading that gives regular steps)."""
     from dlref.data.columns import is_dayfirst
 
     text = column.astype(object).where(column.notna(), None)
@@ -228,12 +236,16 @@ def _text_dates(column, where, notes):
     local = text.str.replace(pattern, "", regex=True)
     with warnings.catch_warnings():  # pandas' notes on format inference are not for users.
         warnings.simplefilter("ignore")
-        parsed = pd.to_datetime(local, errors="coerce", format="mixed",
-                                dayfirst=is_dayfirst(local))
-        if _either_way(local):  # 03/04/2024 and no day above 12 to tell: the regular reading.
+        if dayfirst is None:
+            dayfirst = is_dayfirst(local)
+            either = _either_way(local)  # 03/04/2024 and no day above 12 to tell.
+        else:
+            either = False
+        parsed = pd.to_datetime(local, errors="coerce", format="mixed", dayfirst=dayfirst)
+        if either:  # The reading that gives regular steps.
             other = pd.to_datetime(local, errors="coerce", format="mixed", dayfirst=True)
             if _step_sizes(other) < _step_sizes(parsed):
-                parsed = other
+                parsed, dayfirst = other, True
                 notes.append(f"Dates: {column.name!r} reads day first or month first alike (no "
                              "number above 12); read day first, which gives regular steps.")
     bad = np.flatnonzero(parsed.isna().to_numpy())
@@ -243,12 +255,12 @@ def _text_dates(column, where, notes):
             f"{plural(len(bad), 'row')} (file lines {file_lines(bad, column)}; e.g. "
             f"{column.iloc[bad[0]]!r}). Write them as YYYY-MM-DD (or with a time).")
     if not offsets.notna().all():
-        return parsed, None
+        return parsed, None, dayfirst
     # Every row says its offset, so the instants are known too.
     digits = offsets.str.replace(":", "").replace("Z", "+0000")
     sign = np.where(digits.str[0] == "-", -1, 1)
     minutes = sign * (digits.str[1:3].astype(int) * 60 + digits.str[3:5].astype(int))
-    return parsed, parsed - pd.to_timedelta(minutes, unit="min")
+    return parsed, parsed - pd.to_timedelta(minutes, unit="min"), dayfirst
 
 
 def _either_way(text):
@@ -364,6 +376,49 @@ def _fill_values(series):
         series.notes.append(f"Missing values: {plural(gaps, 'gap')} in {series.name!r} "
                             f"({' and '.join(parts)}) filled by linear interpolation.")
     return dataclasses.replace(series, values=values.to_numpy(dtype="float64"))
+
+
+AGGREGATES = ("mean", "sum", "last", "max", "min")
+
+
+def resampled(series, rule, how="mean"):
+    """`series` as one value per period `rule` (a pandas frequency: h, D, W, MS, ...), the
+    `how` of each period's values (AGGREGATES), with a note; a period without values is a
+    gap, interpolated. Long fine-grained series (a year of minutes is 525,600 steps) train in
+    hours that way, and forecast the step that matters."""
+    if how not in AGGREGATES:
+        raise DlrefError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}.")
+    if series.dates is None:
+        raise DlrefError(f"resample={rule} needs the series' dates: give --date-column COLUMN.")
+    try:
+        offset = pd.tseries.frequencies.to_offset(rule)
+    except ValueError:
+        raise DlrefError(f"resample={rule!r} is not a pandas frequency: use e.g. min, 15min, h, "
+                         "D, W, MS (month starts), QS, YS.") from None
+    steps = np.diff(series.dates.to_numpy())
+    try:
+        finer = len(steps) and pd.Timedelta(offset) < pd.Timedelta(np.median(steps))
+    except ValueError:  # Months, weeks, years: no fixed length, and none finer than a day.
+        finer = False
+    if finer:
+        raise DlrefError(f"resample={rule} is finer than the series' steps "
+                         f"({series.frequency or pd.Timedelta(np.median(steps))}): a period "
+                         "must hold one step or more.")
+    grouped = pd.Series(series.values, index=series.dates).resample(offset)
+    values = grouped.sum(min_count=1) if how == "sum" else getattr(grouped, how)()
+    # A first or last period the data covers in part (a file starting at 17:24) would be a
+    # partial sum or a mean of other hours: left out.
+    counts = grouped.count().to_numpy()
+    whole = np.flatnonzero(counts >= np.median(counts))
+    partial = len(values) - (whole[-1] - whole[0] + 1)
+    values = values.iloc[whole[0]:whole[-1] + 1]
+    note = (f"Resampled: {len(series.values):,} values to {len(values):,} periods of {rule} "
+            f"(the {how} of each; --set resample)"
+            + (f"; left out {plural(partial, 'first or last period')} the data covers in part."
+               if partial else "."))
+    return _fill_values(dataclasses.replace(
+        series, values=values.to_numpy(dtype="float64"), dates=pd.DatetimeIndex(values.index),
+        notes=[*series.notes, note], frequency=offset.freqstr, added_timestamps=0))
 
 
 def season_of(series, override=0):
@@ -495,7 +550,7 @@ def _meta(series, window, low, high, season, splits):
     last = series.dates[-1].isoformat() if series.dates is not None else None
     return {"task": "forecast", "target": series.name, "window": window, "season": season,
             "scaler": {"low": low, "high": high}, "frequency": series.frequency,
-            "last_date": last, "source": series.where,
+            "dayfirst": series.dayfirst or None, "last_date": last, "source": series.where,
             "test_start": _when(series, int(splits["test"][0]) + 1)}
 
 

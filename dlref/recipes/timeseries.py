@@ -73,6 +73,8 @@ class Config:
     val_fraction: float = 0.15  # share of windows, after the training period, for validation
     test_fraction: float = 0.15  # share of windows, at the end, for the test period
     test_start: str = ""  # or a date (YYYY-MM-DD) where the test period starts
+    resample: str = ""  # or a period (h, D, W, MS, ...): one value per period, then forecast
+    aggregate: str = "mean"  # with resample: mean, sum (counts, sales), last, max or min
     stateful: bool = False  # the book's stateful LSTMs: states kept batch to batch, reset per epoch
     seed: int = 42  # seeds the weights and the order of the windows
 
@@ -97,9 +99,12 @@ def check_config(config):
 def load_data(config, source):
     check_config(config)
     found = serieslib.read(source)
+    if config.resample:
+        found = serieslib.resampled(found, config.resample, config.aggregate)
     data = serieslib.prepare(found, config.window, config.val_fraction, config.test_fraction,
                              config.season, config.test_start)
-    data.meta["date_column"] = source.date_column
+    data.meta.update(date_column=source.date_column, resample=config.resample,
+                     aggregate=config.aggregate)
     if config.stateful:
         data = serieslib.trim_to_batches(data, config.batch_size)
         data.notes.append(_carried_state_note(config))
@@ -291,7 +296,10 @@ def _read_like_training(path, meta):
     from dlref.data import Source
 
     found = serieslib.read(Source(data=str(path), target=meta["target"],
-                                  date_column=meta.get("date_column")))
+                                  date_column=meta.get("date_column")),
+                           dayfirst=meta.get("dayfirst"))
+    if meta.get("resample"):
+        found = serieslib.resampled(found, meta["resample"], meta.get("aggregate", "mean"))
     for note in found.notes[1:]:  # The first says which file: the user just named it.
         print(note, file=sys.stderr)
     trained = meta.get("frequency")
