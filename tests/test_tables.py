@@ -779,3 +779,13 @@ def test_evaluate_refuses_a_run_whose_data_changed(tmp_path, runs_root):
     _write(_messy(seed=5), path)
     result = helpers.invoke("evaluate", helpers.only_run(runs_root, "binary"))
     helpers.assert_user_error(result, "changed since it was trained", "--data FILE")
+
+
+def test_binary_scores_average_precision_beside_roc_auc():
+    from dlref.recipes import binary
+
+    y = np.array([0, 1, 0, 1, 0, 0, 0, 0])
+    scores = binary.score(y, [0.1, 0.9, 0.8, 0.3, 0.2, 0.2, 0.1, 0.1], {"threshold": 0.5})
+    # The positives rank 1st and 3rd: precision 1 and 2/3 where each is found.
+    assert scores["pr_auc"] == pytest.approx((1 + 2 / 3) / 2)
+    assert list(scores)[:2] == ["roc_auc", "pr_auc"]

@@ -115,6 +115,9 @@ def score(y_true, outputs, meta):
     predicted = probability >= meta.get("threshold", 0.5)
     return {
         "roc_auc": roc_auc(y_true, probability),
+        # Average precision: where positives are rare (fraud, faults), what ROC-AUC hides.
+        "pr_auc": float(metrics.average_precision_score(y_true, probability))
+        if np.any(y_true == 1) else float("nan"),
         "accuracy": float(np.mean(predicted == y_true)),
         "precision": float(metrics.precision_score(y_true, predicted, zero_division=0)),
         "recall": float(metrics.recall_score(y_true, predicted, zero_division=0)),
@@ -131,8 +134,10 @@ def evaluate(model, data):
     prior = data.meta["trivial"]["prior"][1]
     outputs = {"model": probability, "trivial": np.full(len(y_test), prior)}
     table = common.compare(score, y_test, outputs, data.meta)
-    # A constant score ranks nothing: its ROC-AUC is 0.5 by definition.
+    # A constant score ranks nothing: its ROC-AUC is 0.5 by definition, and its average
+    # precision the share of positives.
     table["roc_auc"]["trivial"] = 0.5
+    table["pr_auc"]["trivial"] = float(np.mean(y_test == 1))
     # For accuracy the trivial model says the majority class; for precision, recall and F1 it
     # says "positive" for every row, the baseline that F1 is usually compared with.
     majority = data.meta["trivial"]["majority"]
