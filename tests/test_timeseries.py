@@ -282,6 +282,15 @@ def test_a_resampled_run_reads_new_files_the_same_way(tmp_path, runs_root):
     assert "left out 1 first or last period" in result.stderr
 
 
+def test_words_and_excel_errors_for_no_value_are_gaps(tmp_path):
+    values = [str(v) for v in range(1, 13)]
+    values[3], values[7] = "#DIV/0!", "missing"  # A sheet saved as CSV; a typed note.
+    rows = "".join(f"2024-01-{d + 1:02d},{v}\n" for d, v in enumerate(values))
+    found = _read(tmp_path, "d,v\n" + rows)
+    assert found.values[3] == 4 and found.values[7] == 8  # Interpolated.
+    assert any("2 gaps" in note for note in found.notes)
+
+
 def test_hours_across_the_end_of_daylight_saving_time(tmp_path):
     hours = pd.date_range("2021-10-30", "2021-11-01", freq="h", tz="Europe/Berlin")
     rows = "".join(f"{h.isoformat()},{i % 24 + np.sin(i):.3f}\n" for i, h in enumerate(hours))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlref.data import Dataset
-from dlref.data.tables import file_lines, named_above, read_table
+from dlref.data.tables import MISSING_WORDS, file_lines, named_above, read_table
 from dlref.errors import DlrefError
 from dlref.text import listing, plural, shown_path
 
@@ -104,8 +104,10 @@ def _builtin():
 
 
 def _numbers(column, where):
+    """The column as numbers; words for "no value" (n/a, missing, #DIV/0!) are gaps."""
     values = pd.to_numeric(column, errors="coerce")
-    bad = values.isna() & column.notna()
+    words = column.astype(str).str.strip().str.lower().isin(MISSING_WORDS)
+    bad = values.isna() & column.notna() & ~words
     if bad.any():
         rows = np.flatnonzero(bad.to_numpy())
         raise DlrefError(

@@ -45,7 +45,9 @@ OTHER_FORMATS = {".json", ".jsonl", ".xml", ".html", ".htm",
 MISSING_MARKERS = ["?", "-", "--"]
 # Words that stand for "no value" in a column that is otherwise numbers.
 MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "missing", "unknown", "?", "-", "--", ".",
-                 "n.a.", "#n/a", "nil", "empty"}
+                 "n.a.", "#n/a", "nil", "empty",
+                 # Excel's error values, as a sheet saved as CSV writes them.
+                 "#div/0!", "#value!", "#ref!", "#name?", "#num!", "#null!", "#n/a n/a"}
 # 1,5 and 1.234,5 (a decimal comma, with or without thousands dots).
 _DECIMAL_COMMA = re.compile(r"^-?(\d+|\d{1,3}(\.\d{3})+),\d+$")
 # $1,234.50 / 12% / 1,234: a currency sign, a percent sign, thousands commas.
