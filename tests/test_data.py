@@ -102,10 +102,10 @@ CASES = {
             d / "r.csv", lambda h, r: (_set([6], "x1", "abc")(h, r), _set([2], "x3", "1,5")(h, r))),
             "--target", "y"],
         ["'x1'", "'abc'", "1 row ", "'x3'", "'1,5'", "--drop"]),
-    "a column that is entirely empty": (
+    "a column asked for that is entirely empty": (
         lambda d: ["regression", "--data", _regression(d / "r.csv", _empty_column),
-                   "--target", "y"],
-        ["'notes' is entirely empty", "--drop"]),
+                   "--target", "y", "--features", "x1,notes"],
+        ["'notes' is entirely empty", "cannot be a feature"]),
     "--drop the target": (
         lambda d: ["regression", "--data", _regression(d / "r.csv"), "--target", "y",
                    "--drop", "y"],

@@ -49,13 +49,19 @@ def _load(path, task="binary", target="Survived", **options):
 
 
 def test_messy_table_kinds_and_notices(tmp_path):
-    data = _load(_write(_messy(), tmp_path / "passengers.csv"))
+    table = _messy()
+    table["Gold"] = np.nan  # A column nobody filled in (Tweets.csv's airline_sentiment_gold).
+    table["tweet_id"] = 570306133677760513 - 997 * np.arange(len(table))  # Names rows.
+    table["PAID"] = 100 + 7 * np.arange(len(table))  # Amounts: a quantity, not an identifier.
+    data = _load(_write(table, tmp_path / "passengers.csv"))
     kinds = {spec["name"]: spec["kind"] for spec in data.meta["schema"]}
     assert kinds == {"Age": "numeric", "Port": "category", "Alone": "boolean",
-                     "Member": "boolean", "Booked": "date"}
-    assert set(data.meta["left_out"]) == {"PassengerId", "Name", "Ship"}
+                     "Member": "boolean", "Booked": "date", "PAID": "numeric"}
+    assert set(data.meta["left_out"]) == {"PassengerId", "Name", "Ship", "Gold", "tweet_id"}
+    assert "an identifier by its name" in data.meta["left_out"]["tweet_id"]
     assert "row numbers" in data.meta["left_out"]["PassengerId"]
     assert "constant" in data.meta["left_out"]["Ship"]
+    assert data.meta["left_out"]["Gold"] == "empty in every row"
     features = data.meta["features"]
     assert {"Age", "Age_missing", "Port=(missing)", "Alone", "Member", "Booked_month",
             "Booked_hour", "Booked_days"} <= set(features)

@@ -69,7 +69,9 @@ def _infer_column(values, name, keep):
     if present.empty:
         if name.startswith("Unnamed:"):  # A trailing delimiter gave an empty, unnamed column.
             return "left out", "empty and unnamed"
-        return "problem", f"{name!r} is entirely empty (leave it out with --drop {name!r})"
+        if keep:
+            return "problem", f"{name!r} is entirely empty: it cannot be a feature"
+        return "left out", "empty in every row"
     if pd.api.types.is_bool_dtype(values):
         return _boolean_or_constant(name, present, values, keep)
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -106,8 +108,23 @@ def _numeric_spec(name, values, present, keep):
         return "left out", f"constant, {plain(present.iloc[0])} in every row"
     if not keep and _is_row_number(values):
         return "left out", "row numbers, an identifier"
+    if not keep and _is_numbered_id(name, present):
+        share = 100 * present.nunique() / len(present)
+        return "left out", f"an identifier by its name, whole numbers {share:.0f}% distinct"
     kind = "boolean" if set(np.unique(present)) <= {0, 1} else "numeric"
     return {"name": name, "kind": kind}, None
+
+
+# A column named as an identifier: id, ID, tweet_id, customer id, CustomerID, userId (not
+# PAID, valid, Lipid).
+_ID_NAME = re.compile(r"(^|[_\s.-])(?i:id)$|[a-z]I[dD]$")
+
+
+def _is_numbered_id(name, present):
+    """Whole numbers, nearly all distinct, in a column named as an identifier (tweet_id,
+    CustomerID): numbers that name rows, not quantities."""
+    return (len(present) >= ID_MIN_ROWS and bool(_ID_NAME.search(name.strip()))
+            and bool((present % 1 == 0).all()) and present.nunique() >= 0.95 * len(present))
 
 
 def _is_row_number(values):
