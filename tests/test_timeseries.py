@@ -256,6 +256,15 @@ def test_a_series_of_minutes_resampled_to_hours(tmp_path):
     assert "to 39 periods of h (the sum of each; --set resample); left out 2 first or last " \
            "periods the data covers in part." in hours.notes[-1]
     assert set(series.resampled(found, "h", "max").values) == {1.0, 2.0}
+    # Sales as they happen: irregular. A day without one sums to 0, and no day is cut.
+    sales = _read(tmp_path, "d,v\n2024-03-01 10:00,5\n2024-03-01 17:30,2\n2024-03-03 09:10,4\n"
+                  "2024-03-04 12:00,1\n2024-03-04 12:05,1\n")
+    daily = series.resampled(sales, "D", "sum")
+    assert daily.values.tolist() == [7, 0, 4, 2] and daily.dates[0] == pd.Timestamp("2024-03-01")
+    days = pd.date_range("2024-02-01", "2024-07-31", freq="D")  # February is whole, if short.
+    months = series.resampled(series.Series(np.ones(len(days)), days, "v", "x", frequency="D"),
+                              "MS", "sum")
+    assert months.values.tolist() == [29, 31, 30, 31, 30, 31]
     for rule, how, words in [("30s", "mean", "finer than the series' steps .min."),
                              ("fortnight", "mean", "not a pandas frequency"),
                              ("h", "median", "aggregate must be one of")]:

@@ -386,8 +386,9 @@ AGGREGATES = ("mean", "sum", "last", "max", "min")
 def resampled(series, rule, how="mean"):
     """`series` as one value per period `rule` (a pandas frequency: h, D, W, MS, ...), the
     `how` of each period's values (AGGREGATES), with a note; a period without values is a
-    gap, interpolated. Long fine-grained series (a year of minutes is 525,600 steps) train in
-    hours that way, and forecast the step that matters."""
+    gap, interpolated (a sum of an irregular series' events is 0 there). Long fine-grained
+    series (a year of minutes is 525,600 steps) train in hours that way, and forecast the step
+    that matters; irregular ones (sales as they happen) become regular."""
     if how not in AGGREGATES:
         raise DlrefError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {how!r}.")
     if series.dates is None:
@@ -407,13 +408,19 @@ def resampled(series, rule, how="mean"):
                          f"({series.frequency or pd.Timedelta(np.median(steps))}): a period "
                          "must hold one step or more.")
     grouped = pd.Series(series.values, index=series.dates).resample(offset)
-    values = grouped.sum(min_count=1) if how == "sum" else getattr(grouped, how)()
-    # A first or last period the data covers in part (a file starting at 17:24) would be a
-    # partial sum or a mean of other hours: left out.
+    # A period without values: a gap in a regular series (the meter was off), but none of an
+    # irregular one's events (no sale that day), whose sum is then 0.
+    values = (grouped.sum(min_count=1 if series.frequency else 0) if how == "sum"
+              else getattr(grouped, how)())
+    # A first or last period that a regular series covers in part (a file starting at 17:24)
+    # would be a partial sum or a mean of other hours: left out. Months of 28 to 31 days hold
+    # over 90 % of the median month's steps, so a whole month stays.
     counts = grouped.count().to_numpy()
-    whole = np.flatnonzero(counts >= np.median(counts))
-    partial = len(values) - (whole[-1] - whole[0] + 1)
-    values = values.iloc[whole[0]:whole[-1] + 1]
+    short = counts < 0.9 * np.median(counts) if series.frequency else np.zeros(len(counts), bool)
+    first, last = int(short[0] and len(counts) > 2), len(counts) - int(
+        short[-1] and len(counts) > 2)
+    partial = first + len(counts) - last
+    values = values.iloc[first:last]
     note = (f"Resampled: {len(series.values):,} values to {len(values):,} periods of {rule} "
             f"(the {how} of each; --set resample)"
             + (f"; left out {plural(partial, 'first or last period')} the data covers in part."

@@ -1,8 +1,7 @@
 """Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
-compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its first sheet with data), with a header
-row
-whose names may carry stray spaces, lines of a title above it, or no header at all (columns then
-named column_1, column_2, ...).
+compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its first sheet with data), with a
+header row whose names may carry stray spaces, lines of a title above it, a second header row,
+or no header at all (columns then named column_1, column_2, ...).
 
 `read_table(path)` returns (frame, notes): the notes say what was guessed (an encoding other
 than UTF-8, a decimal comma), so a user can tell how the file was read.
