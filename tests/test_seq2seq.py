@@ -281,3 +281,17 @@ def test_no_break_spaces_are_read_as_spaces(tmp_path):
     path.write_text("Go!\tVa\u00a0!\nRun!\tCours\u202f!\n" * 6, encoding="utf-8")
     found = pairs.read_tsv(path)
     assert found.targets[:2] == ["Va !", "Cours !"]
+
+
+@pytest.mark.parametrize("first, line", [("\nEnglish\tFrench", 2),
+                                         ("\ufeffsource\ttarget\tattribution", 1),
+                                         ("EN\tFR\r", 1)])
+def test_a_header_line_is_not_a_pair(first, line, tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text(first + "\nGo.\tVa !\nHi.\tSalut.\nIt is English.\tC'est anglais.\n",
+                    encoding="utf-8")
+    found = pairs.read_tsv(path)
+    assert found.sources == ["Go.", "Hi.", "It is English."]
+    assert f"Skipped line {line}, a header" in " ".join(found.notes)
+    path.write_text("English\tanglais\nFrench\tfrançais\n", encoding="utf-8")
+    assert pairs.read_tsv(path).sources == ["English", "French"]  # Pairs: not header words.

@@ -119,13 +119,30 @@ def _tidy(cell):
 _NO_BREAK = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " "})
 
 
+# Words a header line of a pair file is made of ("English<TAB>French", "source<TAB>target").
+HEADER_WORDS = {
+    "source", "target", "src", "tgt", "input", "output", "question", "answer", "text",
+    "sentence", "translation", "original", "english", "french", "german", "spanish", "italian",
+    "portuguese", "dutch", "russian", "chinese", "japanese", "korean", "arabic", "turkish",
+    "polish", "swedish", "hindi", "en", "fr", "de", "es", "it", "pt", "nl", "ru", "zh", "ja",
+    "ko", "ar", "tr", "pl", "sv", "hi"}
+
+
 def _parse(lines, where, notes):
     sources, targets, untabbed, empty, extra = [], [], [], 0, 0
+    header = None
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
         if not line.strip():
             continue
         cells = line.split("\t")
+        if header is None:  # The first line with text: a header line, or the first pair.
+            header = len(cells) >= 2 and all(
+                _tidy(cell).casefold() in HEADER_WORDS for cell in cells[:2])
+            if header:
+                notes = notes + [f"Skipped line {number}, a header ("
+                                 f"{' / '.join(_tidy(c) for c in cells[:2])}), not a pair."]
+                continue
         if len(cells) < 2:
             untabbed.append(number)
             continue
