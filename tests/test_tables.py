@@ -427,6 +427,29 @@ def test_a_run_reads_its_codes_for_no_value_in_new_rows(tmp_path, runs_root):
     assert predicted[0] == predicted[1] != predicted[2]
 
 
+def test_columns_separated_by_runs_of_spaces(tmp_path):
+    cars = tmp_path / "auto-mpg.data"  # UCI's: spaces, a tab, a quoted name, ? for unknown.
+    cars.write_text("".join(
+        f"{10 + i % 25}.0   {4 + 2 * (i % 3)}   {100 + 5 * i}.0      "
+        f"{'?' if i == 3 else f'{70 + 2 * i}.0'}      {2000 + 37 * i}.   12.{i % 9}   "
+        f"7{i % 10}  {1 + i % 3}\t\"car model {i}\"\n" for i in range(30)))
+    frame, notes = tables.read_table(cars)
+    assert frame.shape == (30, 9) and frame["column_9"].iloc[2] == "car model 2"
+    assert frame["column_4"].isna().sum() == 1 and frame["column_5"].iloc[0] == 2000
+    assert "separates its columns with spaces" in notes[0]
+    assert "numbers with decimals: 10.0, 100.0, 70.0, 2000." in notes[1]
+    housing = tmp_path / "housing.data"  # Right-aligned numbers, no header.
+    housing.write_text("".join(f" {0.00632 * i:8.5f} {18 * (i % 2):6.2f}  {i % 2}  {24 + i:6.2f}\n"
+                               for i in range(1, 30)))
+    frame, notes = tables.read_table(housing)
+    assert frame.shape == (29, 4) and frame["column_4"].iloc[0] == 25
+    texts = tmp_path / "reviews.csv"  # One column of sentences: not a table of words.
+    texts.write_text("review\n" + "".join(f"a film of {'very ' * (i % 4)}few words\n"
+                                          for i in range(20)))
+    frame, notes = tables.read_table(texts)
+    assert list(frame.columns) == ["review"] and not notes
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

@@ -162,6 +162,12 @@ def _read_csv(path, handle=None):
             sample[:65536], delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
+    if handle is None and _separated_by_spaces(sample, delimiter):
+        with _binary(path) as binary:
+            text = binary.read().decode(encoding, errors="replace")
+        frame, more = _read_csv(path, io.BytesIO(_spaces_to_commas(text).encode("utf-8")))
+        return frame, notes + [f"{path.name} separates its columns with spaces (as UCI's "
+                               "auto-mpg.data and housing.data do): read as such."] + more
     skip, above = _preamble(sample, delimiter)
     if skip:
         sample = "\n".join(sample.splitlines()[skip:])
@@ -324,6 +330,38 @@ def _numbers_again(frame):
             frame[name] = numbers
 
 
+# A field of a table whose columns are separated by runs of spaces or tabs: a quoted text
+# ("chevrolet chevelle malibu") or a word.
+_SPACED_FIELD = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def _spaced_fields(line):
+    return [quoted or word for quoted, word in _SPACED_FIELD.findall(line)]
+
+
+def _separated_by_spaces(sample, delimiter, lines=200):
+    """Whether the columns are separated by runs of spaces (UCI's housing.data, auto-mpg.data,
+    fixed-width exports): the sniffed `delimiter` gives at most 2 fields a line, and spaces
+    give the same number of 3 or more on 9 lines in 10."""
+    rows = [line for line in sample.splitlines()[:lines] if line.strip()]
+    if len(rows) < 3:
+        return False
+    by_delimiter = Counter(len(next(csv.reader([row], delimiter=delimiter))) for row in rows)
+    by_spaces = Counter(len(_spaced_fields(row)) for row in rows)
+    width, count = by_spaces.most_common(1)[0]
+    return (by_delimiter.most_common(1)[0][0] <= 2 and width >= 3
+            and count >= 0.9 * len(rows))
+
+
+def _spaces_to_commas(text):
+    """The table `text`, its columns separated by runs of spaces, as comma-separated text."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for line in text.splitlines():
+        writer.writerow(_spaced_fields(line))
+    return out.getvalue()
+
+
 def _preamble(sample, delimiter, lines=60):
     """(lines to skip, their text) when the header row is not the first line: a report's title
     and date above the table ("Sales report,,," then a blank line), as spreadsheets and
@@ -358,7 +396,8 @@ def _preamble(sample, delimiter, lines=60):
 
 def _values_in_first_row(sample, delimiter, lines=200):
     """Why the first row is data, not a header ('' when it looks like a header): every cell a
-    number, or a word that recurs below it in its column ('ham' in a file of ham/spam labels,
+    number, mostly numbers with decimals (UCI's auto-mpg.data ends each row with a car's
+    name), or a word that recurs below it in its column ('ham' in a file of ham/spam labels,
     'Iris-setosa' in UCI's iris.data)."""
     rows = list(csv.reader(sample.splitlines()[:lines], delimiter=delimiter))
     if len(rows) < 3 or len(rows[0]) < 2:
@@ -366,6 +405,11 @@ def _values_in_first_row(sample, delimiter, lines=200):
     first = [cell.strip() for cell in rows[0]]
     if all(cell and is_number(cell) for cell in first):
         return "only numbers: " + ", ".join(first[:4]) + (", ..." if len(first) > 4 else "")
+    # Names may be years (2019, 2020), hardly 18.0 or 3504.: decimals, most cells numbers.
+    decimals = [cell for cell in first if is_number(cell) and "." in cell]
+    if len(decimals) >= 2 and 2 * sum(map(is_number, first)) > len(first):
+        return "numbers with decimals: " + ", ".join(decimals[:4]) + (
+            ", ..." if len(decimals) > 4 else "")
     repeated = [[cell.strip() for cell in row] == first for row in rows[1:]]
     for index, cell in enumerate(first):
         if cell and not is_number(cell):
