@@ -450,6 +450,23 @@ def test_columns_separated_by_runs_of_spaces(tmp_path):
     assert list(frame.columns) == ["review"] and not notes
 
 
+def test_lines_of_text_below_a_table_are_left_out(tmp_path):
+    path = tmp_path / "airline.csv"  # As DataMarket exported it: the title again below.
+    path.write_text('"Month","Passengers"\n' + "".join(
+        f'"19{49 + i // 12}-{i % 12 + 1:02d}",{112 + i}\n' for i in range(30))
+        + "\nInternational airline passengers: monthly totals in thousands.\n"
+        + "Source: Box and Jenkins (1976),\n")
+    frame, notes = tables.read_table(path)
+    assert len(frame) == 30 and frame["Passengers"].max() == 141
+    assert notes == ["Left out 2 lines of text below the table: 'International airline "
+                     "passengers: monthly totals in thous...', 'Source: Box and Jenkins "
+                     "(1976)'."]
+    path.write_text("name,age\n" + "".join(f"Person {i} Smith,{20 + i}\n" for i in range(8))
+                    + "Ann Lee Smith,\nMary Ann Lee Smith,\n")  # Rows with gaps: data.
+    frame, notes = tables.read_table(path)
+    assert len(frame) == 10 and not notes
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

@@ -200,6 +200,8 @@ def _read_csv(path, handle=None):
         notes += more
         skip += bool(more)  # The second header row is a line above the data too.
     notes += _drop_rows(frame, header=not values)
+    frame, more = _without_notes_below(frame)
+    notes += more
     frame, more = _without_total_rows(frame)
     notes += more
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
@@ -207,6 +209,39 @@ def _read_csv(path, handle=None):
     notes += _decimal_commas(frame, quoted=delimiter == ",")
     notes += _decorated_numbers(frame)
     return frame, notes
+
+
+def _without_notes_below(frame, last=8):
+    """(frame, notes): the frame without lines of text below the table, each in one cell of
+    a row otherwise empty: sentences of 4 words or more, twice as long as that column's values
+    (a source, a footnote, the title again: "International airline passengers: monthly totals
+    in thousands" below the data of that name), and the "Footnotes" heading or rule above
+    them (as the ONS writes them)."""
+    if frame.shape[1] < 2 or len(frame) <= last:
+        return frame, []
+    filled = frame.notna().sum(axis=1).to_numpy()
+    first = len(frame)
+    while first > len(frame) - last and filled[first - 1] == 1:
+        row = frame.iloc[first - 1]
+        name, cell = row.dropna().index[0], row.dropna().iloc[0]
+        usual = frame[name].iloc[:len(frame) - last].dropna().astype(str).str.len().median()
+        if not isinstance(cell, str) or not (
+                (len(cell.split()) >= 4 and len(cell) >= 2 * usual)
+                or not any(c.isalnum() for c in cell)  # A rule: ====
+                or cell.strip(" :").casefold() in NOTE_HEADINGS):
+            break
+        first -= 1
+    if first == len(frame) or not any(
+            len(str(frame.iloc[row].dropna().iloc[0]).split()) >= 4
+            for row in range(first, len(frame))):
+        return frame, []
+    texts = [str(frame.iloc[row].dropna().iloc[0]) for row in range(first, len(frame))]
+    shown = listing([repr(text if len(text) <= 60 else text[:57] + "...") for text in texts], 2)
+    return frame.iloc[:first], [
+        f"Left out {plural(len(frame) - first, 'line')} of text below the table: {shown}."]
+
+
+NOTE_HEADINGS = {"footnotes", "footnote", "notes", "note", "sources", "source"}
 
 
 # A spreadsheet's summary rows below a table name themselves in the first text column.
