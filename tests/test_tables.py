@@ -280,6 +280,8 @@ def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
     path = tmp_path / "passengers.xlsx"
     with pd.ExcelWriter(path) as book:
         pd.DataFrame().to_excel(book, sheet_name="Cover")  # Empty: passed over.
+        pd.DataFrame({"About": ["Passengers of 1912.", "Ages in years."]}).to_excel(
+            book, sheet_name="Read me", index=False)  # Notes in one column: passed over.
         pd.DataFrame([["Passenger list"], ["As of 1912-04-20"]]).to_excel(
             book, sheet_name="List", header=False, index=False)
         table.to_excel(book, sheet_name="List", startrow=3, startcol=1, index=False)

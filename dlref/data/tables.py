@@ -1,5 +1,5 @@
 """Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
-compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its first sheet with data), with a
+compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its first sheet with a table), with a
 header row whose names may carry stray spaces, lines of a title above it, a second header row,
 or no header at all (columns then named column_1, column_2, ...).
 
@@ -135,10 +135,13 @@ def _read_excel(path):
               if sheet.notna().any().any()}
     if not filled:
         raise DlrefError(f"{path}: every sheet is empty.")
-    name, sheet = next(iter(filled.items()))
+    # A sheet of one column is notes (a "Read me" or "Notes" sheet before the data).
+    tables = [name for name, sheet in filled.items() if sheet.shape[1] >= 2]
+    name = (tables or list(filled))[0]
+    sheet = filled[name]
     notes = [] if len(sheets) == 1 else [
-        f"Read the sheet {name!r} of {path.name}, the first with data ({len(sheets)} sheets: "
-        f"{listing(sheets, 6)}); save another sheet as CSV to use it."]
+        f"Read the sheet {name!r} of {path.name}, the first with a table ({len(sheets)} "
+        f"sheets: {listing(sheets, 6)}); save another sheet as CSV to use it."]
     text = sheet.to_csv(index=False, header=False, date_format="%Y-%m-%d %H:%M:%S")
     frame, more = _read_csv(path, io.BytesIO(text.encode("utf-8")))
     # A column that held only the title above the table is empty and unnamed below it.
