@@ -220,8 +220,15 @@ def test_the_judge_of_one_class_tells_real_images_from_noise_and_collapse():
     assert found.scores(noise) == {"realistic_share": 0.0, "coverage": 0.0}
     collapsed = found.scores(np.repeat(images[:1], 40, axis=0))  # One image, 40 times.
     assert collapsed["realistic_share"] == 1.0 and collapsed["coverage"] < real["coverage"] / 3
-    titles = found.labels(np.concatenate([images[:1], noise[:1]]))
-    assert [passes for _, passes in titles] == [True, False]
+    # Flat or faint samples (a collapsed generator's): scaled to length 1, their traces
+    # would be as strong as a real bar; their contrast says otherwise.
+    flat = np.full((40, 12, 12, 1), 90, dtype=np.uint8)
+    faint = (90 + images[:40] // 25).astype(np.uint8)
+    for collapsed in (flat, faint):
+        assert found.scores(collapsed) == {"realistic_share": 0.0, "coverage": 0.0}
+    titles = found.labels(np.concatenate([images[:1], noise[:1], faint[:1]]))
+    assert [passes for _, passes in titles] == [True, False, False]
+    assert titles[0][0].startswith("nearest ") and titles[2][0] == "flat"
 
 
 def test_settings_and_the_spread_of_classes():

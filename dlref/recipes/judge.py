@@ -87,26 +87,36 @@ class NeighbourJudge:
     at most 16 pixels a side, each image centred and scaled to length 1 (`_shrunk`): each real
     training image's neighbourhood reaches its 3rd nearest real neighbour. A sample is
     realistic when it lies in some real image's neighbourhood (the improved precision of
-    Kynkaanniemi et al., 2019); `coverage` is the share of real images whose neighbourhood
-    holds a sample (Naeem et al., 2020), from as many samples as there are real test images,
-    so that real and generated images are scored alike."""
+    Kynkaanniemi et al., 2019) and is not flat (under half the contrast of the faintest real
+    images); `coverage` is the share of real images whose neighbourhood holds a sample (Naeem
+    et al., 2020), from as many samples as there are real test images, so that real and
+    generated images are scored alike."""
 
     spread = "coverage"
 
     def __init__(self, data, settings, k=3, limit=2000):
         self.k = k
-        self.train = _shrunk(data.train[0][:limit])
+        self.train, contrast = _shrunk(data.train[0][:limit])
         self.radii = _kth_distance(self.train, k)
+        # Scaling each image to length 1 would make a nearly flat sample's faint traces as
+        # strong as a real image's detail: a sample with under half the contrast of the
+        # faintest real images (their 1st percentile) is near none of them.
+        self.min_contrast = 0.5 * float(np.percentile(contrast, 1))
         self.count = min(len(data.test[0]), 500)  # Images a coverage is measured from.
         self.trained_on = len(self.train)
 
-    def _near(self, points):
-        """(points, real images): whether each point lies in each real image's neighbourhood."""
-        return _distances(points, self.train) <= self.radii[None]
+    def _near(self, images):
+        """(images x real images: whether each image lies in each real image's neighbourhood,
+        each image's distance to the nearest real one, whether each image is flat): a flat
+        image (under min_contrast) is in no neighbourhood."""
+        points, contrast = _shrunk(images)
+        distances = _distances(points, self.train)
+        flat = contrast < self.min_contrast
+        return (distances <= self.radii[None]) & ~flat[:, None], distances.min(axis=1), flat
 
     def scores(self, images):
         """{'realistic_share', 'coverage'}: the first is what `quality` logs."""
-        near = self._near(_shrunk(images))
+        near, _, _ = self._near(images)
         return {"realistic_share": float(np.mean(near.any(axis=1))),
                 "coverage": float(np.mean(near[:self.count].any(axis=0)))}
 
@@ -114,11 +124,11 @@ class NeighbourJudge:
         return {}
 
     def labels(self, images):
-        """(title, passes) per image: the distance to the nearest real training image."""
-        points = _shrunk(images)
-        nearest = _distances(points, self.train).min(axis=1)
-        return [(f"nearest {d:.3f}", bool(inside))
-                for d, inside in zip(nearest, self._near(points).any(axis=1), strict=True)]
+        """(title, passes) per image: the distance to the nearest real training image, or
+        'flat' for an image without the real images' contrast."""
+        near, nearest, flat = self._near(images)
+        return [("flat" if faint else f"nearest {d:.3f}", bool(inside))
+                for d, inside, faint in zip(nearest, near.any(axis=1), flat, strict=True)]
 
     def plot_title(self):
         return ("Generated samples and their distance to the nearest real image (red: outside "
@@ -134,16 +144,20 @@ class NeighbourJudge:
 
 
 def _shrunk(images, side=16):
-    """uint8 images as rows of pixels averaged down to at most `side` a side, each row centred
-    and scaled to length 1: brightness and contrast do not count, shapes and colours do (a
-    faint smudge is not near a thin stroke)."""
+    """(rows, contrast): uint8 images as rows of pixels averaged down to at most `side` a side,
+    each row centred and scaled to length 1, so that brightness and contrast do not count and
+    shapes and colours do (a faint smudge is not near a thin stroke); and each image's
+    contrast: how much its pixels vary across the image, per colour channel (0 for an image
+    of one colour)."""
     x = images.astype("float32") / 255
     step = max(1, math.ceil(max(x.shape[1:3]) / side))
     height, width = (x.shape[1] // step) * step, (x.shape[2] // step) * step
     x = x[:, :height, :width].reshape(len(x), height // step, step, width // step, step, -1)
-    rows = x.mean(axis=(2, 4)).reshape(len(x), -1).astype("float64")
+    small = x.mean(axis=(2, 4)).astype("float64")
+    contrast = small.std(axis=(1, 2)).mean(axis=-1)
+    rows = small.reshape(len(x), -1)
     rows -= rows.mean(axis=1, keepdims=True)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6), contrast
 
 
 def _distances(a, b):
