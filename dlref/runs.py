@@ -178,8 +178,8 @@ def find_run(ref, root):
     path = Path(ref)
     if (path / MANIFEST).is_file():
         return _without_links(path, root)
-    if path.is_dir():
-        raise DlrefError(f"{ref} is a folder but not a dlref run (it has no {MANIFEST}).")
+    # A name may also be a folder here: the data a run of that name was trained on
+    # (`--data faces --name faces`). A run of that name comes first.
     if "/" not in str(ref) and NAME_PATTERN.fullmatch(str(ref)):
         matches = sorted(p.parent for p in Path(root).glob(f"*/{ref}/{MANIFEST}"))
         if len(matches) > 1:
@@ -189,6 +189,9 @@ def find_run(ref, root):
         matches = matches or sorted((p.parent for p in named), key=_started)[-1:]
         if matches:
             return _without_links(matches[0], root)
+    if path.is_dir():
+        raise DlrefError(f"{ref} is a folder but not a dlref run (it has no {MANIFEST}), and "
+                         f"no run under {root}/ has that name.")
     raise DlrefError(f"No run {ref!r} (looked for a folder with {MANIFEST}, and under {root}/).")
 
 

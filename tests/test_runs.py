@@ -104,7 +104,7 @@ def test_manifest_round_trip_and_update(tmp_path):
     assert [p.name for p in run_dir.iterdir()] == ["run.json"]  # No temp files left behind.
 
 
-def test_find_run_by_path_and_by_name(tmp_path):
+def test_find_run_by_path_and_by_name(tmp_path, monkeypatch):
     run_dir = runs.create_run(tmp_path, "binary", "findme")
     runs.new_manifest(run_dir, "train", "binary", [])
     assert runs.find_run(str(run_dir), tmp_path) == run_dir
@@ -117,6 +117,14 @@ def test_find_run_by_path_and_by_name(tmp_path):
     assert runs.find_run("findme", tmp_path) == newer  # The newest of that name.
     with pytest.raises(DlrefError, match="not a dlref run"):
         runs.find_run(str(tmp_path), tmp_path)
+    # A folder of that name here (the data: --data findme --name findme): the run wins.
+    (tmp_path / "here" / "findme").mkdir(parents=True)
+    (tmp_path / "here" / "faces").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert runs.find_run("findme", tmp_path) == newer
+    with pytest.raises(DlrefError, match="faces is a folder but not a dlref run .* no run "
+                                         "under .* has that name"):
+        runs.find_run("faces", tmp_path)
 
 
 def test_list_runs_marks_dead_running_runs_as_killed(tmp_path):
