@@ -450,6 +450,10 @@ def test_columns_separated_by_runs_of_spaces(tmp_path):
                                           for i in range(20)))
     frame, notes = tables.read_table(texts)
     assert list(frame.columns) == ["review"] and not notes
+    texts.write_text("review,label\n" + "".join(f"a film of six words {i},pos\n"
+                                                for i in range(20)))  # As many words a line.
+    frame, notes = tables.read_table(texts)
+    assert list(frame.columns) == ["review", "label"] and not notes
 
 
 def test_lines_of_text_below_a_table_are_left_out(tmp_path):

@@ -93,8 +93,18 @@ def test_class_folders_and_a_train_test_layout(tmp_path):
     (tmp_path / "train" / "unsup" / "1.txt").write_text("no label here")
     (tmp_path / "train" / "space" / "9998").write_text("La fusée décolle — enfin",
                                                        encoding="utf-16")  # Notepad's Unicode.
+    more = tmp_path / "train" / "space" / "more"  # Texts one folder deeper; other files.
+    more.mkdir()
+    (more / "9997.TXT").write_text("rocket launch into orbit", encoding="utf-8")
+    for name in ("notes.md", "page.html", "Thumbs.db", ".DS_Store"):
+        (tmp_path / "train" / "space" / name).write_text("not a text of the class")
     found = textlib.read_folder(tmp_path)
     assert sorted(found.labels.unique()) == ["cooking", "space", "sport"]
+    assert "rocket launch into orbit" in list(found.texts)
+    assert "not a text of the class" not in list(found.texts)
+    assert ("Ignored 2 files in train whose extension is not a text file's (.md 1, .html 1); "
+            "dlref reads .txt files and files without an extension.") in [
+        note.replace(str(tmp_path) + "/", "") for note in found.notes]
     assert found.test is not None and len(found.test[0]) == 61
     assert "unlabelled" in " ".join(found.notes)
     (note,) = [note for note in found.notes if note.startswith("Not UTF-8 in train")]

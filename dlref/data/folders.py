@@ -1,10 +1,15 @@
 """Folders of labelled files as datasets are shipped: one sub-folder per class, perhaps inside
 train / val / test folders, perhaps inside one more folder that a zip unpacked into."""
 
+import os
+from collections import Counter
 from pathlib import Path
 
 from dlref.errors import DlrefError
-from dlref.text import shown_path
+from dlref.text import plural, shown_path
+
+# Files that systems leave beside data, never named in the note on ignored files.
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")
 
 # Names of split folders (any letter case), by the split they hold.
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -15,6 +20,41 @@ def hidden(name):
     """Folders and files no one means as data: hidden ones (.DS_Store, ._ files), and the
     __MACOSX copy of a zip made on a Mac."""
     return name.startswith(".") or name == "__MACOSX"
+
+
+def files_under(root, extensions, others=None):
+    """Files under `root` (any depth) whose extension, in any letter case, is one of
+    `extensions` ("" for files without one); hidden files and folders are left out
+    (.DS_Store, ._ files of macOS). The other files' paths are added to the list `others`
+    when one is given (system files excepted)."""
+    found = []
+    for folder, names_of_folders, names in os.walk(root):
+        names_of_folders[:] = sorted(name for name in names_of_folders if not hidden(name))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            if os.path.splitext(name)[1].lower() in extensions:
+                found.append(Path(folder) / name)
+            elif others is not None and name.lower() not in SYSTEM_FILES:
+                others.append(Path(folder) / name)
+    return found
+
+
+def ignored_note(others, root, wanted, kinds):
+    """A note on the files under `root` left out for their extension (`others`), by
+    extension: a folder of .heic photos or .html pages would otherwise be left out without a
+    word. `wanted` names the files read ("an image's"), `kinds` their extensions."""
+    if not others:
+        return []
+    return [f"Ignored {plural(len(others), 'file')} in {shown_path(root)} whose extension is not "
+            f"{wanted} ({counted(others)}); dlref reads {kinds}."]
+
+
+def counted(others):
+    """'.heic 12, .txt 1': files left out for their extension, by extension."""
+    counts = Counter(path.suffix.lower() or "no extension" for path in others)
+    return ", ".join(f"{kind} {count}" for kind, count in counts.most_common(6)) + (
+        ", ..." if len(counts) > 6 else "")
 
 
 def subfolders(root):

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import os
 import sys
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from dlref.text import listing, plural, shown_path
 # What Pillow decodes: WebP (images saved from the web) and TIFF (scanners, microscopes) too.
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 KINDS = ", ".join(EXTENSIONS)  # For messages: ".png, .jpg, ..."
-# Files that systems leave beside images, never named in the note on ignored files.
-SYSTEM_FILES = ("thumbs.db", "desktop.ini")
 DEFAULT_FOLDER_SIZE = 64  # Pixels a side for a folder's images when the recipe names no size.
 
 
@@ -62,36 +59,13 @@ class Images:
 
 
 def image_files(root, others=None):
-    """Files under `root` (any depth) whose extension is an image's, in any letter case; hidden
-    files and folders are left out (.DS_Store, ._ files of macOS). The other files' paths are
-    added to the list `others` when one is given (system files excepted)."""
-    found = []
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = sorted(name for name in subfolders if not folders.hidden(name))
-        for name in sorted(names):
-            if name.startswith("."):
-                continue
-            if name.lower().endswith(EXTENSIONS):
-                found.append(Path(folder) / name)
-            elif others is not None and name.lower() not in SYSTEM_FILES:
-                others.append(Path(folder) / name)
-    return found
-
-
-def _counted(others):
-    """'.heic 12, .txt 1': the files left out for their extension, by extension."""
-    kinds = Counter(path.suffix.lower() or "no extension" for path in others)
-    return ", ".join(f"{kind} {count}" for kind, count in kinds.most_common(6)) + (
-        ", ..." if len(kinds) > 6 else "")
+    """Files under `root` (any depth) whose extension is an image's (folders.files_under)."""
+    return folders.files_under(root, EXTENSIONS, others)
 
 
 def _ignored_note(others, root):
-    """A note on the files skipped for their extension (a folder of .heic photos from a phone
-    would otherwise be left out without a word)."""
-    if not others:
-        return []
-    return [f"Ignored {plural(len(others), 'file')} in {shown_path(root)} whose extension is not "
-            f"an image's ({_counted(others)}); dlref reads {KINDS}."]
+    """A note on the files skipped for their extension (folders.ignored_note)."""
+    return folders.ignored_note(others, root, "an image's", KINDS)
 
 
 def has_images(root):
@@ -126,8 +100,8 @@ def read_folder(root, size=None, channels=None, classes=None, one_class=False):
     if not any(files.values()):
         if others and not loose:
             raise DlrefError(f"{shown_path(root)} has no image files ({KINDS}) in its "
-                             f"sub-folders, only other files ({_counted(others)}). Images in "
-                             "another format must be converted to one of these first.")
+                             f"sub-folders, only other files ({folders.counted(others)}). "
+                             "Images in another format must be converted to one of these first.")
         where = (f"{plural(len(loose), 'image')} directly in it but no class sub-folders"
                  if loose else f"no image files ({KINDS}) in its sub-folders")
         raise DlrefError(f"{shown_path(root)} has {where}. Put each class' images in a "
@@ -136,7 +110,7 @@ def read_folder(root, size=None, channels=None, classes=None, one_class=False):
         other = [p for p in others if p.relative_to(root).parts[0] in empty]
         raise DlrefError(f"{plural(len(empty), 'class folder')} of {shown_path(root)} with no "
                          f"images: {listing(empty)}"
-                         f"{f' (only other files: {_counted(other)})' if other else ''}. "
+                         f"{f' (only other files: {folders.counted(other)})' if other else ''}. "
                          f"Add images ({KINDS}) "
                          "or remove the folder.")
     names = [name for name in files if files[name]]
@@ -502,7 +476,7 @@ def read_new(path, meta):
     others = []
     paths = [path] if path.is_file() else image_files(path, others)
     if not paths:
-        held = f" (only other files: {_counted(others)})" if others else ""
+        held = f" (only other files: {folders.counted(others)})" if others else ""
         raise DlrefError(f"No image files ({KINDS}) under {shown_path(path)}{held}. Images in "
                          "another format must be converted first.")
     height, width, channels = meta["image_shape"]

@@ -379,16 +379,18 @@ def _spaced_fields(line):
 
 def _separated_by_spaces(sample, delimiter, lines=200):
     """Whether the columns are separated by runs of spaces (UCI's housing.data, auto-mpg.data,
-    fixed-width exports): the sniffed `delimiter` gives at most 2 fields a line, and spaces
-    give the same number of 3 or more on 9 lines in 10."""
+    fixed-width exports): the sniffed `delimiter` gives at most 2 fields a line, spaces give
+    the same number of 3 or more on 9 lines in 10, and most of those fields are numbers (not
+    the words of a column of texts)."""
     rows = [line for line in sample.splitlines()[:lines] if line.strip()]
     if len(rows) < 3:
         return False
     by_delimiter = Counter(len(next(csv.reader([row], delimiter=delimiter))) for row in rows)
-    by_spaces = Counter(len(_spaced_fields(row)) for row in rows)
-    width, count = by_spaces.most_common(1)[0]
+    fields = [_spaced_fields(row) for row in rows]
+    width, count = Counter(map(len, fields)).most_common(1)[0]
+    below = [field for row in fields[1:] for field in row]  # The first may be a header.
     return (by_delimiter.most_common(1)[0][0] <= 2 and width >= 3
-            and count >= 0.9 * len(rows))
+            and count >= 0.9 * len(rows) and 2 * sum(map(is_number, below)) > len(below))
 
 
 def _spaces_to_commas(text):

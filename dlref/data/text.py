@@ -158,18 +158,24 @@ def read_folder(path):
     return found
 
 
+# The files of a class folder read as texts: .txt, and files without an extension (the 20
+# Newsgroups' messages are named by number).
+TEXT_EXTENSIONS = (".txt", ".text", "")
+TEXT_KINDS = ".txt files and files without an extension"
+
+
 def _class_folders(root):
-    """(texts, labels, notes) of one folder of class folders."""
+    """(texts, labels, notes) of one folder of class folders: their text files at any depth
+    (TEXT_EXTENSIONS; others are named in a note)."""
     classes = folders.subfolders(root)
     notes = []
     if any(p.name == "unsup" for p in classes):  # IMDB's 50,000 unlabelled reviews.
         classes = [p for p in classes if p.name != "unsup"]
         notes.append(f"Left out {shown_path(root / 'unsup')} (unlabelled texts).")
-    texts, labels, skipped = [], [], []
+    texts, labels, skipped, ignored = [], [], [], []
     encodings = Counter()
     for folder in classes:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        for path in files:
+        for path in folders.files_under(folder, TEXT_EXTENSIONS, ignored):
             text, encoding = decoded(path.read_bytes())
             if encoding is None:
                 skipped.append(path.name)
@@ -188,6 +194,7 @@ def _class_folders(root):
     if skipped:
         notes.append(f"Left out {plural(len(skipped), 'binary file')} in {shown_path(root)} "
                      f"(e.g. {skipped[0]}).")
+    notes += folders.ignored_note(ignored, root, "a text file's", TEXT_KINDS)
     return pd.Series(texts, dtype=object), pd.Series(labels, dtype=object, name="class"), notes
 
 
@@ -399,10 +406,11 @@ def read_new(path, meta, labelled):
             texts, labels, more = _class_folders(root)
             _say(notes + more)
             return pd.DataFrame({"class": labels}), texts, labels
-        files = sorted(p for p in root.iterdir() if p.is_file() and not folders.hidden(p.name))
+        others = []
+        files = folders.files_under(root, TEXT_EXTENSIONS, others)
         read = [(p.name, decoded(p.read_bytes())) for p in files]
         read = [(name, text) for name, (text, encoding) in read if encoding is not None]
-        _say(notes)
+        _say(notes + folders.ignored_note(others, root, "a text file's", TEXT_KINDS))
         return (pd.DataFrame({"file": [name for name, _ in read]}),
                 pd.Series([text for _, text in read], dtype=object), None)
     if path.suffix.lower() == ".txt":
