@@ -84,8 +84,8 @@ def test_given_validation_and_test_folders_are_used_as_given(tmp_path):
     ("loose", ["directly in it but no class sub-folders"]),
     ("one-class", ["has one class (cat)", "two or more"]),
     ("empty-class", ["class folder", "with no images: bird (only other files: .heic 1)"]),
-    ("all-corrupt", ["No readable image left in dog"]),
-    ("too-few", ["Too few images", "dog (2)"]),
+    ("all-corrupt", ["No readable image left in dog", "dog/bad.png: "]),
+    ("too-few", ["Too few images", "dog (2)", "skipped 1 unreadable image", "dog/3.jpg: "]),
 ])
 def test_folders_that_cannot_train_a_classifier_are_refused(layout, words, tmp_path):
     root = tmp_path / "photos"
@@ -110,9 +110,10 @@ def test_folders_that_cannot_train_a_classifier_are_refused(layout, words, tmp_p
     elif layout == "all-corrupt":
         (root / "dog").mkdir()
         (root / "dog" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    elif layout == "too-few":
+    elif layout == "too-few":  # And a third that cannot be read: named, not only counted.
         _save(root / "dog" / "1.png")
         _save(root / "dog" / "2.png")
+        (root / "dog" / "3.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(DlrefError) as raised:
         images.load(Source(data=str(root)), 0, 0.2, 0.2)
     assert all(word in str(raised.value) for word in words), str(raised.value)

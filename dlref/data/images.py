@@ -150,8 +150,8 @@ def _decoded(root, paths, labels, size, channels, others):
     kept_labels = np.array(labels, dtype=object)[kept]
     lost = sorted(set(labels) - set(kept_labels))
     if lost:
-        raise DlrefError(f"No readable image left in {listing(lost)} of {shown_path(root)}: "
-                         "see the warnings above.")
+        raise DlrefError(f"No readable image left in {listing(lost)} of {shown_path(root)}:\n"
+                         + "\n".join(warnings[1:11]) + ("\n  ..." if len(warnings) > 11 else ""))
     return Images(x, kept_labels, str(root), [paths[i] for i in kept],
                   notes=notes + _ignored_note(others, root), warnings=warnings)
 
@@ -405,7 +405,7 @@ def load(source, seed, val_fraction, test_fraction, size=None, channels=None, de
     classes = sorted(set(found.labels), key=_class_order)
     index = {name: i for i, name in enumerate(classes)}
     y = np.array([index[name] for name in found.labels], dtype=np.int32)
-    _check_counts(y, classes, found.where)
+    _check_counts(y, classes, found.where, found.warnings)
     parts = split_rows(y, "multiclass", seed, val_fraction, test_fraction,
                        need_val=found.val is None, need_test=found.test is None)
     splits = {name: (found.x[rows], y[rows]) for name, rows in zip(
@@ -434,15 +434,19 @@ def _class_order(name):
     return (0, int(name), "") if str(name).isdigit() else (1, 0, str(name))
 
 
-def _check_counts(y, classes, where):
+def _check_counts(y, classes, where, warnings=()):
+    """Refuses fewer than 10 images, or a class of fewer than 3; the `warnings` of unreadable
+    images skipped go into the message (they would be printed only after a load)."""
+    skipped = ("\n" + "\n".join(warnings[:11])) if warnings else ""
     if len(y) < 10:
         raise DlrefError(f"Only {plural(len(y), 'image')} in {where}: dlref needs at least 10 to "
-                         "train, validate and test (ideally hundreds).")
+                         f"train, validate and test (ideally hundreds).{skipped}")
     counts = np.bincount(y, minlength=len(classes))
     few = [f"{classes[i]} ({counts[i]})" for i in np.flatnonzero(counts < 3)]
     if few:
         raise DlrefError(f"Too few images to split {where} into training, validation and test "
-                         f"sets: {listing(few)}. Each class needs at least 3 (ideally dozens).")
+                         f"sets: {listing(few)}. Each class needs at least 3 (ideally dozens)."
+                         f"{skipped}")
 
 
 def summary(found, classes, splits):
