@@ -295,3 +295,6 @@ def test_a_header_line_is_not_a_pair(first, line, tmp_path):
     assert f"Skipped line {line}, a header" in " ".join(found.notes)
     path.write_text("English\tanglais\nFrench\tfrançais\n", encoding="utf-8")
     assert pairs.read_tsv(path).sources == ["English", "French"]  # Pairs: not header words.
+    path.write_text(first + "\nGo.\tVa !\nHi.\n", encoding="utf-8")  # predict's input.
+    inputs, notes = pairs.read_lines(path)
+    assert inputs == ["Go.", "Hi."] and "Skipped the first line, a header" in notes[-1]

@@ -103,7 +103,12 @@ def read_lines(path):
     if path.is_dir() or not path.is_file():
         raise DlrefError(f"No input file at {path} (expected one text to translate per line).")
     text, notes = _decode(path.read_bytes(), path)
-    inputs = [_tidy(line.split("\t")[0]) for line in text.split("\n")]
+    lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if lines and _is_header(lines[0].split("\t")):
+        shown = " / ".join(_tidy(cell) for cell in lines[0].split("\t")[:2])
+        notes = notes + [f"Skipped the first line, a header ({shown})."]
+        lines = lines[1:]
+    inputs = [_tidy(line.split("\t")[0]) for line in lines]
     inputs = [line for line in inputs if line]
     if not inputs:
         raise DlrefError(f"{path} has no text to translate (one input per line).")
@@ -128,6 +133,12 @@ HEADER_WORDS = {
     "ko", "ar", "tr", "pl", "sv", "hi"}
 
 
+def _is_header(cells):
+    """Whether a line's tab-separated `cells` are a header: two or more, the first two header
+    words (English<TAB>French)."""
+    return len(cells) >= 2 and all(_tidy(cell).casefold() in HEADER_WORDS for cell in cells[:2])
+
+
 def _parse(lines, where, notes):
     sources, targets, untabbed, empty, extra = [], [], [], 0, 0
     header = None
@@ -137,8 +148,7 @@ def _parse(lines, where, notes):
             continue
         cells = line.split("\t")
         if header is None:  # The first line with text: a header line, or the first pair.
-            header = len(cells) >= 2 and all(
-                _tidy(cell).casefold() in HEADER_WORDS for cell in cells[:2])
+            header = _is_header(cells)
             if header:
                 notes = notes + [f"Skipped line {number}, a header ("
                                  f"{' / '.join(_tidy(c) for c in cells[:2])}), not a pair."]
