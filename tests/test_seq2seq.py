@@ -58,13 +58,16 @@ def test_a_messy_pair_file_is_read(tmp_path):
 def test_empty_cells_long_pairs_and_latin1(tmp_path):
     path = tmp_path / "p.tsv"
     rows = [f"{en}\t{fr}" for en, fr in _numbers(20)] + ["\tvide", "empty\t ", "x" * 90 + "\ty"]
+    rows += ["one\tun", "one\tune"]  # The same pair again (dropped), another translation.
     path.write_bytes("\n".join(rows + ["caf\u00e9\tcaf\u00e9"]).encode("latin-1"))
     found = pairs.read(Source(data=str(path)), max_length=80, num_samples=0)
     notes = " ".join(found.notes)
     assert "not UTF-8: read it as Windows-1252 (Latin-1)" in notes
     assert "Dropped 2 pairs with an empty source or target" in notes
     assert "Left out 1 pair longer than 80 characters" in notes
-    assert found.sources[-1] == "caf\u00e9" and len(found.sources) == 21
+    assert "Dropped 1 repeated pair (the same text and translation" in notes
+    assert found.sources[-1] == "caf\u00e9" and len(found.sources) == 22
+    assert found.targets.count("un") == 1 and "une" in found.targets
     path.write_text("\n".join(rows + ["caf\u00e9\tcaf\u00e9 \u2014 \u00e0 bient\u00f4t"]),
                     encoding="utf-16")  # Notepad's "Unicode".
     found = pairs.read(Source(data=str(path)), max_length=80, num_samples=0)

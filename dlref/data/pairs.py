@@ -167,7 +167,18 @@ def _parse(lines, where, notes):
         lines = "line" if len(untabbed) == 1 else "lines"
         raise DlrefError(f"{where}: no tab on {lines} {listing(untabbed, 5)}: each line needs "
                          "source<TAB>target (a tab between the text and its translation).")
+    seen, repeated = set(), 0  # A pair twice would be in training and in the test split.
+    kept = []
+    for pair in zip(sources, targets, strict=True):
+        repeated += pair in seen
+        if pair not in seen:
+            seen.add(pair)
+            kept.append(pair)
+    sources, targets = [s for s, _ in kept], [t for _, t in kept]
     notes = [f"Data: {where}, {plural(len(sources), 'pair')}"] + notes
+    if repeated:
+        notes.append(f"Dropped {plural(repeated, 'repeated pair')} (the same text and "
+                     "translation as a line before): a copy could be trained on and tested on.")
     if extra:
         notes.append(f"Columns after the second ignored on {plural(extra, 'line')} (an anki "
                      "export's attribution).")
