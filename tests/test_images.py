@@ -142,6 +142,14 @@ def test_a_folder_of_split_folders_is_used_as_given(names, sizes, tmp_path, caps
     else:
         assert len(data.test[1]) == 6 and len(data.train[1]) + len(data.val[1]) == 12
         assert "training (train), testing (test); validation items are drawn from" in notes
+    assert not data.warnings
+    for path in (root / names[-1] / "PNEUMONIA").iterdir():  # A test folder of one class.
+        path.unlink()
+    (root / names[-1] / "PNEUMONIA").rmdir()
+    data = images.load(Source(data=str(tmp_path / "chest_xray")), 0, 0.2, 0.2, size=(8, 8))
+    (warning,) = data.warnings
+    assert warning.startswith("Warning: class 'PNEUMONIA' of ") and ", 0 test): the test " \
+        "metrics cannot measure it. More images of it" in warning
 
 
 def test_a_generative_recipe_reads_folders_without_classes_as_one_class(tmp_path):

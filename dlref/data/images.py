@@ -414,6 +414,14 @@ def load(source, seed, val_fraction, test_fraction, size=None, channels=None, de
         given = getattr(found, name)
         if given is not None:
             splits[name] = (given[0], np.array([index[c] for c in given[1]], dtype=np.int32))
+    if not one_class:  # A given test folder without a class: nothing measures it.
+        from dlref.data.target import split_warnings
+
+        labels = {"training": splits["train"][1], "validation": splits["val"][1],
+                  "test": splits["test"][1]}
+        found.warnings += split_warnings(
+            classes, shown_path(found.where) if found.files else found.where,
+            {split: y for split, y in labels.items() if len(y)}, unit="image")
     y_train = splits["train"][1]
     meta = {
         "task": "multiclass", "target": "class", "classes": classes,

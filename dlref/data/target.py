@@ -161,13 +161,14 @@ _MISSING_FROM = {"training": "the network cannot learn it",
                  "test": "the test metrics cannot measure it"}
 
 
-def split_warnings(classes, name, splits):
+def split_warnings(classes, name, splits, unit="row"):
     """Warning lines for the classes that some split has no row of (a class of 3 rows in a
     table of 1,600 gave 2 training, 1 validation and 0 test rows).
 
     Args:
         classes: the class names, by label (label i is classes[i]).
         splits: {"training" | "validation" | "test": labels of that split}.
+        unit: what a split holds: "row", or "image" for image folders.
     """
     counts = {split: np.bincount(np.asarray(labels, dtype=int), minlength=len(classes))
               for split, labels in splits.items()}
@@ -180,8 +181,8 @@ def split_warnings(classes, name, splits):
         rows = ", ".join(f"{count[index]:,} {split}" for split, count in counts.items())
         costs = "; ".join(_MISSING_FROM[split] for split in missing)
         found.append(f"Warning: class {label!r} of {name!r} has {total:,} "
-                     f"{'row' if total == 1 else 'rows'} ({rows}): {costs}. More rows of it, "
-                     "or merging it into a neighbouring class, would help.")
+                     f"{unit if total == 1 else unit + 's'} ({rows}): {costs}. More {unit}s of "
+                     "it, or merging it into a neighbouring class, would help.")
     return found
 
 
