@@ -473,6 +473,14 @@ def test_lines_of_text_below_a_table_are_left_out(tmp_path):
     assert len(frame) == 10 and not notes
 
 
+def test_one_tab_and_one_comma_on_every_line_is_tab_separated(tmp_path):
+    path = tmp_path / "SMSSpamCollection"  # label<TAB>text, each text with one comma.
+    path.write_text("".join(f"{'spam' if i % 4 == 0 else 'ham'}\tHey {i}, are we on?\n"
+                            for i in range(30)))
+    frame, _ = tables.read_table(path)
+    assert frame.shape == (30, 2) and frame["column_2"].iloc[1] == "Hey 1, are we on?"
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

@@ -165,6 +165,10 @@ def _read_csv(path, handle=None):
             sample[:65536], delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = ","
+    lines = [line for line in sample.splitlines()[:200] if line.strip()]
+    tabs = Counter(line.count("\t") for line in lines)
+    if delimiter != "\t" and len(lines) >= 3 and len(tabs) == 1 and min(tabs) >= 1:
+        delimiter = "\t"  # As many tabs on every line: texts hold commas, hardly tabs.
     if handle is None and _separated_by_spaces(sample, delimiter):
         with _binary(path) as binary:
             text = binary.read().decode(encoding, errors="replace")
