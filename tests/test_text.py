@@ -75,6 +75,17 @@ def test_a_messy_export_is_read_with_the_text_column_guessed(tmp_path):
     assert textlib.clean(found.texts)[3].startswith("Café scene was ")
 
 
+def test_typographic_punctuation_is_stripped_like_plain():
+    import pandas as pd
+
+    from dlref.data import words
+
+    cleaned = textlib.clean(pd.Series(["“Superb” – I’d see it again…", '"Superb" - I\'d see it']))
+    layer = words.vectorizer(6, vocabulary=["superb", "id", "see", "it", "again"])
+    ids = words.to_ids(layer, cleaned, 6)
+    assert list(ids[0][:5]) == list(ids[1][:4]) + [6]  # again: the 5th word, id 6.
+
+
 def test_the_text_column_guess_passes_over_dates_written_as_text():
     import pandas as pd
 

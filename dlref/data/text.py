@@ -264,9 +264,19 @@ DATASETS = {
 # --- Cleaning, classes and split ---------------------------------------------------------------
 
 
+# Typographic quotes, dashes and ellipses as their plain forms, which the word splitter strips
+# with the rest of the punctuation ("“superb”" would be a word of its own beside "superb").
+_TYPOGRAPHY = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"',
+                             "\u00ab": '"', "\u00bb": '"', "\u2018": "'", "\u2019": "'",
+                             "\u201a": "'", "\u201b": "'", "\u2013": "-", "\u2014": "-",
+                             "\u2015": "-", "\u2026": "..."})
+
+
 def clean(texts):
-    """Texts with markup (IMDB's <br />) and runs of spaces replaced by one space; gaps empty."""
-    return texts.fillna("").astype(str).map(lambda t: _SPACES.sub(" ", _MARKUP.sub(" ", t)).strip())
+    """Texts with markup (IMDB's <br />) and runs of spaces replaced by one space, typographic
+    punctuation as plain (_TYPOGRAPHY); gaps empty."""
+    return texts.fillna("").astype(str).map(
+        lambda t: _SPACES.sub(" ", _MARKUP.sub(" ", t.translate(_TYPOGRAPHY))).strip())
 
 
 def _usable(texts, labels, where, notes):
