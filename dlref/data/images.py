@@ -496,7 +496,8 @@ def read_new(path, meta):
     for line in _ignored_note(others, path) + notes + warnings:
         print(line, file=sys.stderr)
     if not kept:
-        raise DlrefError(f"None of the images under {shown_path(path)} could be read.")
+        raise DlrefError(f"{shown_path(path)} could not be read as an image." if path.is_file()
+                         else f"None of the images under {shown_path(path)} could be read.")
     return [paths[i] for i in kept], x
 
 

@@ -28,6 +28,7 @@ from dlref.data import Dataset
 from dlref.data import pairs as pairslib
 from dlref.errors import DlrefError
 from dlref.recipes import common
+from dlref.text import plural
 
 NAME = "seq2seq"
 CHAPTER = 11
@@ -306,7 +307,9 @@ def predict(model, meta, path, text=None):
     longest = meta["max_source_length"]
     longer = sum(len(t) > longest for t in inputs)
     if longer:
-        _say([f"{longer:,} of the inputs are longer than any training source ({longest} "
-              "characters): expect their translations to be cut short or wrong."])
+        _say([f"{plural(longer, 'input')} {'is' if longer == 1 else 'are'} longer than any "
+              f"training source ({longest} characters): expect "
+              f"{'its translation' if longer == 1 else 'their translations'} to be cut short "
+              "or wrong."])
     return pd.DataFrame({"source": inputs, "translation": translate(translator(model), inputs,
                                                                     meta)})

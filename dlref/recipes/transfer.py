@@ -37,7 +37,7 @@ from keras import layers
 
 from dlref.data import WEIGHTS_FROM_BACKUP, Dataset, images
 from dlref.errors import DlrefError
-from dlref.text import shown_path
+from dlref.text import plural, shown_path
 from dlref.recipes import cnn, common, multiclass
 
 NAME = "transfer"
@@ -284,7 +284,7 @@ def _source_network(config, data, pretrained):
         if "pretrained_base" in data.extra:
             return data.extra["pretrained_base"]
         print(f"Pretraining the base on digits 0-4 ({len(y):,} images, "
-              f"{config.pretrain_epochs} epochs)...", flush=True)
+              f"{plural(config.pretrain_epochs, 'epoch')})...", flush=True)
         keras.utils.set_random_seed(config.seed)
         history = model.fit(x, y, batch_size=cnn_config.batch_size, epochs=config.pretrain_epochs,
                             shuffle=True, verbose=0)
@@ -362,8 +362,8 @@ def classical_outputs(data, seed):
     config = data.extra.get("config")
     if config is None or not config.scratch_baseline:
         return None
-    print(f"\nTraining the same network from scratch for the comparison (up to {config.epochs} "
-          "epochs)...", flush=True)
+    print(f"\nTraining the same network from scratch for the comparison (up to "
+          f"{plural(config.epochs, 'epoch')})...", flush=True)
     keras.utils.set_random_seed(seed)
     model = _assemble(_base(config, data, pretrained=False), config, data.meta)
     model.compile(optimizer=common.make_optimizer(config), loss="sparse_categorical_crossentropy",
