@@ -213,10 +213,11 @@ def test_lstm_on_a_messy_export_then_predict_and_evaluate(tmp_path, runs_root):
     assert "review" == helpers.read_json(run / "artifacts" / "meta.json")["text_column"]
 
     result = helpers.invoke("predict", run, "--text", "A superb, gripping film.",
-                            "--text", "Dull and tedious.")
+                            "--text", "Dull and tedious.", "--text", "  ")
     helpers.assert_ok(result)
-    lines = result.output.strip().splitlines()
-    assert lines[0] == "text,predicted_sentiment,probability_positive" and len(lines) == 3
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "text,predicted_sentiment,probability_positive" and len(lines) == 4
+    assert "Warning: 1 text is empty" in result.stderr
 
     new = helpers.write_csv(tmp_path / "new.csv", ["review"], [["Charming"], ["Bland plot"]])
     helpers.assert_ok(helpers.invoke("predict", run, "--data", new))

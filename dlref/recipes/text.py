@@ -30,6 +30,7 @@ from dlref.data import text as textlib
 from dlref.data import words
 from dlref.errors import DlrefError
 from dlref.recipes import binary, common, multiclass
+from dlref.text import plural
 
 NAME = "text"
 CHAPTER = 10
@@ -217,6 +218,14 @@ def predict(model, meta, path, text=None):
         frame, texts = pd.DataFrame({"text": text}), pd.Series(text, dtype=object)
     else:
         frame, texts, _ = textlib.read_new(path, meta, labelled=False)
-    ids = words.ids_for(textlib.clean(texts), meta)
+    cleaned = textlib.clean(texts)
+    empty = int(cleaned.eq("").sum())
+    if empty:
+        import sys
+
+        print(f"Warning: {plural(empty, 'text')} {'is' if empty == 1 else 'are'} empty: "
+              "predicted all the same (the class most likely with no words), as training "
+              "had no empty texts.", file=sys.stderr)
+    ids = words.ids_for(cleaned, meta)
     outputs = model.predict(ids, verbose=0, batch_size=256)
     return tabular.with_predictions(frame, outputs, meta)
