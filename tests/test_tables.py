@@ -385,15 +385,15 @@ def test_codes_for_no_value_and_empty_rows(tmp_path):
     rng = np.random.default_rng(0)
     co = rng.uniform(0.1, 11.9, 60).round(1)
     co[[3, 17, 40]] = -200  # UCI's air quality file.
-    rain = rng.uniform(0, 30, 60).round(1)
-    rain[[5, 6]] = 9999
-    share = rng.integers(0, 99, 60)  # 0-99 %: 99 is a value here, not a code.
-    share[[1, 2]] = 99
+    temp = rng.uniform(-5, 30, 60).round(1)  # Negative values too, far above the code.
+    temp[[5, 6]] = -999
+    price = rng.uniform(5, 50, 60).round(2)  # A price of 999 is a price: positive, left alone.
+    price[[1, 2]] = 999
     level = rng.uniform(-60, 60, 60).round(1)  # -100 lies within the values' spread.
     level[[8, 9]] = -100
     once = rng.uniform(0, 5, 60).round(1)  # One -999 alone: an outlier, not a code.
     once[11] = -999
-    table = pd.DataFrame({"co": co, "rain": rain, "share": share, "level": level,
+    table = pd.DataFrame({"co": co, "temp": temp, "price": price, "level": level,
                           "once": once})
     text = table.to_csv(index=False).splitlines()
     text[6:6] = [",,,,", ",,,,"]  # Empty rows, as a sheet's export has them.
@@ -401,11 +401,11 @@ def test_codes_for_no_value_and_empty_rows(tmp_path):
     path.write_text("\n".join(text) + "\n,,,,\n")
     frame, notes = tables.read_table(path)
     assert len(frame) == 60 and frame["co"].isna().sum() == 3
-    assert frame["rain"].isna().sum() == 2 and frame["share"].max() == 99
+    assert frame["temp"].isna().sum() == 2 and frame["price"].max() == 999
     assert frame["level"].min() == -100 and frame["once"].min() == -999
     assert "Dropped 3 rows without any value" in notes[0]
-    assert notes[1] == ("Read 'co' -200 (3 rows), 'rain' 9999 (2 rows) as missing: codes for "
-                        "\"no value\", far outside the column's other values.")
+    assert notes[1] == ("Read 'co' -200 (3 rows), 'temp' -999 (2 rows) as missing: codes for "
+                        "\"no value\", below the column's other values.")
     # File lines still count the dropped rows: data row 17 is line 21 (the header and 2 empty
     # rows above it).
     assert tables.file_lines(np.flatnonzero(frame["co"].isna()), frame) == "5, 21, 44"
@@ -479,6 +479,34 @@ def test_one_tab_and_one_comma_on_every_line_is_tab_separated(tmp_path):
                             for i in range(30)))
     frame, _ = tables.read_table(path)
     assert frame.shape == (30, 2) and frame["column_2"].iloc[1] == "Hey 1, are we on?"
+
+
+def test_statistics_office_markers_and_ordinary_files_that_look_odd(tmp_path):
+    wdi = tmp_path / "wdi.csv"  # The World Bank's databank: ".." for no value, a footer.
+    wdi.write_text("Country Name,Series Name,2017 [YR2017],2018 [YR2018]\n" + "".join(
+        f"C{i},GDP,{'..' if i % 3 == 0 else 100 + i},{'..' if i % 4 == 0 else 200 + i}\n"
+        for i in range(30)) + "\n\nData from database: World Development Indicators\n"
+        "Last Updated: 06/30/2021\n")
+    frame, notes = tables.read_table(wdi)
+    assert len(frame) == 30 and frame["2017 [YR2017]"].isna().sum() == 10
+    assert frame["2018 [YR2018]"].dtype.kind == "f" and "Last Updated" in notes[-2]
+    assert notes[-1] == ("Read words for no value as gaps in 2 columns of numbers: "
+                         "2017 [YR2017], 2018 [YR2018].")
+    marked = tmp_path / "ons.csv"  # A marker in the first data row: data, not names.
+    marked.write_text("Date,Value\n2020-01-01,[x]\n" + "".join(
+        f"2020-01-{d:02d},{d * 1.5}\n" for d in range(2, 30)))
+    frame, notes = tables.read_table(marked)
+    assert list(frame.columns) == ["Date", "Value"] and frame["Value"].isna().sum() == 1
+    decimal = tmp_path / "de.csv"  # Decimal commas and a sheet's #DIV/0!.
+    decimal.write_text("x;y\n" + "".join(f"{'#DIV/0!' if i % 5 == 0 else f'{i},5'};{i}\n"
+                                         for i in range(30)))
+    frame, _ = tables.read_table(decimal)
+    assert frame["x"].isna().sum() == 6 and frame["x"].iloc[1] == 1.5
+    pixels = tmp_path / "fer2013.csv"  # A label and 12 space-separated numbers in one cell.
+    pixels.write_text("emotion,pixels\n" + "".join(
+        f"{i % 7},{' '.join(str((i * j) % 256) for j in range(12))}\n" for i in range(30)))
+    frame, notes = tables.read_table(pixels)
+    assert list(frame.columns) == ["emotion", "pixels"] and not notes
 
 
 def test_features_keeps_an_identifier_when_asked(tmp_path):

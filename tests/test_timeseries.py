@@ -222,6 +222,18 @@ def test_dates_people_write_are_read_as_meant(dates, first, frequency, tmp_path)
         assert found.dates[1] == pd.Timestamp("2023-01-02")  # Not February the 1st.
 
 
+@pytest.mark.parametrize("dates, first, second", [
+    ([f"01/{m:02d}/2012" for m in range(1, 13)], "2012-01-01", "2012-02-01"),  # d/m, monthly
+    ([f"{m:02d}/05/2012" for m in range(1, 13)], "2012-01-05", "2012-02-05"),  # m/d, monthly
+])
+def test_day_or_month_first_is_the_reading_with_regular_steps(dates, first, second, tmp_path):
+    years = [d.replace("2012", str(y)) for y in (2012, 2013) for d in dates]
+    rows = "".join(f"{d},{i}\n" for i, d in enumerate(years))
+    found = _read(tmp_path, "d,v\n" + rows)
+    assert list(found.dates[:2]) == [pd.Timestamp(first), pd.Timestamp(second)]
+    assert len(found.dates) == 24
+
+
 @pytest.mark.parametrize("day, clock", [
     ("%d/%m/%Y", "%H:%M:%S"),  # UCI's household power file: Date;Time;...
     ("%d/%m/%Y", "%H.%M.%S"),  # UCI's air quality file.

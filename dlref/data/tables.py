@@ -45,6 +45,9 @@ MISSING_MARKERS = ["?", "-", "--"]
 # Words that stand for "no value" in a column that is otherwise numbers.
 MISSING_WORDS = {"na", "n/a", "nan", "null", "none", "missing", "unknown", "?", "-", "--", ".",
                  "n.a.", "#n/a", "nil", "empty",
+                 # Statistics offices': the World Bank's "..", Eurostat's ":", the ONS's "[x]",
+                 # "not determined".
+                 "..", ":", "[x]", "[c]", "[z]", "n.d.", "nd", "n/d",
                  # Excel's error values, as a sheet saved as CSV writes them.
                  "#div/0!", "#value!", "#ref!", "#name?", "#num!", "#null!", "#n/a n/a"}
 # 1,5 and 1.234,5 (a decimal comma, with or without thousands dots).
@@ -213,6 +216,7 @@ def _read_csv(path, handle=None):
     notes += more
     frame.attrs[FIRST_ROW_LINE] = skip + (1 if values else 2)
     frame.attrs[HEADERLESS] = bool(values)
+    notes += _gap_words(frame)
     notes += _decimal_commas(frame, quoted=delimiter == ",")
     notes += _decorated_numbers(frame)
     return frame, notes
@@ -220,7 +224,7 @@ def _read_csv(path, handle=None):
 
 def _without_notes_below(frame, last=8):
     """(frame, notes): the frame without lines of text below the table, each in one cell of
-    a row otherwise empty: sentences of 4 words or more, twice as long as that column's values
+    a row otherwise empty: sentences of 3 words or more, twice as long as that column's values
     (a source, a footnote, the title again: "International airline passengers: monthly totals
     in thousands" below the data of that name), and the "Footnotes" heading or rule above
     them (as the ONS writes them)."""
@@ -233,13 +237,13 @@ def _without_notes_below(frame, last=8):
         name, cell = row.dropna().index[0], row.dropna().iloc[0]
         usual = frame[name].iloc[:len(frame) - last].dropna().astype(str).str.len().median()
         if not isinstance(cell, str) or not (
-                (len(cell.split()) >= 4 and len(cell) >= 2 * usual)
+                (len(cell.split()) >= 3 and len(cell) >= 2 * usual)
                 or not any(c.isalnum() for c in cell)  # A rule: ====
                 or cell.strip(" :").casefold() in NOTE_HEADINGS):
             break
         first -= 1
     if first == len(frame) or not any(
-            len(str(frame.iloc[row].dropna().iloc[0]).split()) >= 4
+            len(str(frame.iloc[row].dropna().iloc[0]).split()) >= 3
             for row in range(first, len(frame))):
         return frame, []
     texts = [str(frame.iloc[row].dropna().iloc[0]) for row in range(first, len(frame))]
@@ -286,8 +290,12 @@ def _two_header_rows(frame, path, rows=200):
     lower = {name: str(value).strip() for name, value in frame.iloc[0].items()
              if isinstance(value, str) and value.strip()}
     filled = frame.iloc[0].notna() & (frame.iloc[0].astype(str).str.strip() != "")
+    # Names have letters and are no dates: a first row of "2020-01-01, [x]" or "W001, <0.5"
+    # is data with a marker in it.
     if not lower or len(lower) < filled.sum() or any(
-            is_number(value) or value.casefold() in MISSING_WORDS for value in lower.values()):
+            is_number(value) or value.casefold() in MISSING_WORDS
+            or not any(c.isalpha() for c in value) or _DATE_LIKE_NAME.match(value)
+            for value in lower.values()):
         return frame, []
     below = frame.iloc[1:rows + 1]
     numeric = sum(pd.to_numeric(below[name].dropna(), errors="coerce").notna().mean() >= 0.9
@@ -307,6 +315,10 @@ def _two_header_rows(frame, path, rows=200):
     shown = listing([repr(name) for name in names], 4)
     return frame, [f"{path.name} has two header rows: its columns are named from both "
                    f"({shown})."]
+
+
+# A cell that is a date or a time, not a name: 2020-01-01, 01/02/2020, 2020-01, 18:00.
+_DATE_LIKE_NAME = re.compile(r"^\d{1,4}[-/.]\d{1,2}([-/.]\d{1,4})?\b|^\d{1,2}:\d{2}")
 
 
 def _names_of_two_rows(upper, lower):
@@ -393,7 +405,9 @@ def _separated_by_spaces(sample, delimiter, lines=200):
     fields = [_spaced_fields(row) for row in rows]
     width, count = Counter(map(len, fields)).most_common(1)[0]
     below = [field for row in fields[1:] for field in row]  # The first may be a header.
-    return (by_delimiter.most_common(1)[0][0] <= 2 and width >= 3
+    # The first line as wide as the rest: Kaggle's FER2013 CSV ("emotion,pixels" over rows of
+    # a label and 2,304 numbers in one cell) is comma-separated.
+    return (by_delimiter.most_common(1)[0][0] <= 2 and width >= 3 and len(fields[0]) == width
             and count >= 0.9 * len(rows) and 2 * sum(map(is_number, below)) > len(below))
 
 
@@ -556,6 +570,23 @@ def _convert_text_columns(frame, convert):
     return converted
 
 
+def _gap_words(frame):
+    """Text columns of numbers and words for no value (the World Bank's "..", "n/a") become
+    numbers with gaps, however many the words are."""
+
+    def convert(present):
+        words = present.str.lower().isin(MISSING_WORDS)
+        numbers = pd.to_numeric(present.mask(words), errors="coerce")
+        return numbers if words.any() and (~words).any() and numbers[~words].notna().all() \
+            else None
+
+    converted = _convert_text_columns(frame, convert)
+    if not converted:
+        return []
+    return [f"Read words for no value as gaps in {plural(len(converted), 'column')} of "
+            f"numbers: {listing(converted)}."]
+
+
 def _decimal_commas(frame, quoted=False):
     """Text columns that are numbers written with a decimal comma (1,5) become numbers.
 
@@ -564,14 +595,15 @@ def _decimal_commas(frame, quoted=False):
     value says so: not 3 digits after the comma, or a thousands dot before it (1.234,5)."""
 
     def convert(present):
+        words = present.str.lower().isin(MISSING_WORDS)  # #DIV/0!, n/a: gaps, not a vote.
         comma = present.str.match(_DECIMAL_COMMA)
-        if not (comma.any() and (comma | present.str.match(r"^-?\d+$")).mean() >= 0.9):
+        if not (comma.any() and (comma | present.str.match(r"^-?\d+$"))[~words].mean() >= 0.9):
             return None
         if quoted and not (present[comma].str.contains(r"\.") | (
                 present[comma].str.split(",").str[-1].str.len() != 3)).any():
             return None
         plain = present.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-        return pd.to_numeric(plain, errors="coerce")
+        return pd.to_numeric(plain.mask(words), errors="coerce")
 
     converted = _convert_text_columns(frame, convert)
     if not converted:
@@ -591,7 +623,7 @@ def _decorated_numbers(frame):
         plain = plain.str.replace(r"^\((.*)\)$", r"-\1", regex=True)
         numbers = pd.to_numeric(plain, errors="coerce")
         ok = (numbers.notna() | present.str.lower().isin(MISSING_WORDS)).all()
-        return numbers if ok else None
+        return numbers if ok and numbers.notna().any() else None  # Not "unknown" throughout.
 
     converted = _convert_text_columns(frame, convert)
     if not converted:
@@ -602,40 +634,41 @@ def _decorated_numbers(frame):
 
 def _missing_codes(frame):
     """Numbers that code "no value" become gaps, in place: -200 in UCI's air quality file,
-    -999, 9999. A code is the least or greatest value of a numeric column, in 2 rows or more,
-    written as 99, 999, ... (either sign) or as a negative multiple of 100, and further from
-    the column's other values than they spread (-200 below readings of 0.1 to 11.9). They go
-    to attrs[MISSING_CODES] (a run's schema keeps them for new rows). Returns a note naming
-    them."""
+    -999, -9999. A code is the least value of a numeric column, in 2 rows or more, negative and
+    written as -99, -999, ... or as a multiple of 100, where the column's other values are
+    none of them negative (sensor readings, counts) or lie further from it than twice their
+    own spread (-200 below temperatures of -2 to 45). Positive codes (9999) are left alone: a
+    price of 999 or a top-coded 99999 is a value. The codes go to attrs[MISSING_CODES] (a
+    run's schema keeps them for new rows). Returns a note naming them."""
     found = []
     for name in frame.columns:
         values = frame[name]
         if values.dtype.kind not in "if":
             continue
         present = values.dropna()
-        for code in {present.min(), present.max()} if len(present) >= 20 else ():
-            rest = present[present != code]
-            if rest.nunique() < 2 or (present == code).sum() < 2 or not _code_like(code):
-                continue
-            spread = rest.max() - rest.min()
-            if (rest.min() - code if code < rest.min() else code - rest.max()) > spread:
-                count = int((values == code).sum())
-                frame[name] = values.mask(values == code)
-                frame.attrs.setdefault(MISSING_CODES, {})[name] = float(code)
-                found.append(f"{name!r} {code:g} ({plural(count, 'row')})")
-                break
+        if len(present) < 20:
+            continue
+        code = present.min()
+        rest = present[present != code]
+        if rest.nunique() < 2 or (present == code).sum() < 2 or not _code_like(code):
+            continue
+        if rest.min() >= 0 or rest.min() - code > 2 * (rest.max() - rest.min()):
+            count = int((values == code).sum())
+            frame[name] = values.mask(values == code)
+            frame.attrs.setdefault(MISSING_CODES, {})[name] = float(code)
+            found.append(f"{name!r} {code:g} ({plural(count, 'row')})")
     if not found:
         return []
-    return [f"Read {listing(found, 6)} as missing: codes for \"no value\", far outside the "
+    return [f"Read {listing(found, 6)} as missing: codes for \"no value\", below the "
             "column's other values."]
 
 
 def _code_like(value):
-    """Whether a number is written as codes for "no value" are: 99, -999, 9999, ..., -200."""
-    if value % 1 or abs(value) < 99:
+    """Whether a number is written as codes for "no value" are: -99, -999, ..., -200."""
+    if value % 1 or value > -99:
         return False
     digits = str(abs(int(value)))
-    return set(digits) == {"9"} or (value < 0 and value % 100 == 0)
+    return set(digits) == {"9"} or value % 100 == 0
 
 
 def _tidy(frame, path):
