@@ -282,6 +282,8 @@ def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
         pd.DataFrame().to_excel(book, sheet_name="Cover")  # Empty: passed over.
         pd.DataFrame({"About": ["Passengers of 1912.", "Ages in years."]}).to_excel(
             book, sheet_name="Read me", index=False)  # Notes in one column: passed over.
+        pd.DataFrame({"Sheet": ["List"], "Title": ["Passengers"]}).to_excel(
+            book, sheet_name="Contents", index=False)  # A small table: not the largest.
         pd.DataFrame([["Passenger list"], ["As of 1912-04-20"]]).to_excel(
             book, sheet_name="List", header=False, index=False)
         table.to_excel(book, sheet_name="List", startrow=3, startcol=1, index=False)
@@ -296,6 +298,9 @@ def test_an_excel_workbook_is_read_like_a_csv(tmp_path):
 
     with pytest.raises(DlrefError, match="'Age': missing in 11 rows .file lines 8, 15"):
         _load(path, missing="error")  # The sheet's row numbers.
+    with pytest.raises(DlrefError, match="No target column 'Fare'.* Read the sheet 'List' of "
+                                         "passengers.xlsx, the largest table .4 sheets"):
+        _load(path, target="Fare")
     broken = tmp_path / "broken.xlsx"
     broken.write_bytes(b"PK\x03\x04 not really a workbook")
     with pytest.raises(DlrefError, match="Could not read .*broken.xlsx as a spreadsheet"):

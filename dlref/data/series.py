@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from dlref.data import Dataset
-from dlref.data.tables import MISSING_WORDS, file_lines, named_above, read_table
+from dlref.data.tables import MISSING_WORDS, file_lines, named_above, read_table, sheet_read
 from dlref.errors import DlrefError
 from dlref.text import listing, plural, shown_path
 
@@ -76,8 +76,8 @@ def read(source, dayfirst=None):
                          "is the column of numbers to forecast, the date column says when.")
     for column in [source.target] + ([source.date_column] if source.date_column else []):
         if column not in frame.columns:
-            raise DlrefError(f"{where} has no column {column!r}.{named_above(frame, column)} "
-                             f"Columns: {listing(frame.columns, 20)}.")
+            raise DlrefError(f"{where} has no column {column!r}.{named_above(frame, column)}"
+                             f"{sheet_read(frame)} Columns: {listing(frame.columns, 20)}.")
     by = f" by {source.date_column!r}" if source.date_column else ""
     notes = [f"Data: {where}, target {source.target!r}{by}: forecast"] + list(notes)
     values = _numbers(frame[source.target], where)

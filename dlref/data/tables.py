@@ -1,5 +1,5 @@
 """Reading a table as people export it: CSV (any common delimiter, encoding, decimal comma,
-compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its first sheet with a table), with a
+compressed), Parquet or a spreadsheet (.xlsx, .xls, .ods: its largest table), with a
 header row whose names may carry stray spaces, lines of a title above it, a second header row,
 or no header at all (columns then named column_1, column_2, ...).
 
@@ -31,6 +31,7 @@ DROPPED_ROWS = "dropped_rows"  # frame.attrs key: positions of data rows dropped
 # frame.attrs key: {name in the upper of two header rows: the column's name} (two_header_rows).
 UPPER_NAMES = "upper_names"
 MISSING_CODES = "missing_codes"  # frame.attrs key: {column: its number for "no value"}.
+SHEET = "sheet"  # frame.attrs key: which sheet of a workbook was read ('' for one sheet).
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".ods"}
 # What a spreadsheet file starts with: a zip (.xlsx, .xlsm, .ods) or an OLE2 compound file (.xls).
@@ -138,19 +139,22 @@ def _read_excel(path):
               if sheet.notna().any().any()}
     if not filled:
         raise DlrefError(f"{path}: every sheet is empty.")
-    # A sheet of one column is notes (a "Read me" or "Notes" sheet before the data).
-    tables = [name for name, sheet in filled.items() if sheet.shape[1] >= 2]
-    name = (tables or list(filled))[0]
+    # The sheet with the most filled cells, of two columns or more: not a "Read me" or "Notes"
+    # sheet, nor the "Contents" sheet of a statistics office's workbook, before the data.
+    tables = [name for name, sheet in filled.items() if sheet.shape[1] >= 2] or list(filled)
+    name = max(tables, key=lambda name: int(filled[name].notna().sum().sum()))
     sheet = filled[name]
     notes = [] if len(sheets) == 1 else [
-        f"Read the sheet {name!r} of {path.name}, the first with a table ({len(sheets)} "
-        f"sheets: {listing(sheets, 6)}); save another sheet as CSV to use it."]
+        f"Read the sheet {name!r} of {path.name}, the largest table ({len(sheets)} sheets: "
+        f"{listing(sheets, 6)}); save another sheet as CSV to use it."]
     text = sheet.to_csv(index=False, header=False, date_format="%Y-%m-%d %H:%M:%S")
     frame, more = _read_csv(path, io.BytesIO(text.encode("utf-8")))
     # A column that held only the title above the table is empty and unnamed below it.
     title = [name for name in frame.columns
              if str(name).startswith("Unnamed: ") and frame[name].isna().all()]
-    return frame.drop(columns=title), notes + more
+    frame = frame.drop(columns=title)
+    frame.attrs[SHEET] = notes[0] if notes else ""
+    return frame, notes + more
 
 
 def _read_csv(path, handle=None):
@@ -346,6 +350,11 @@ def named_above(frame, name):
     column = frame.attrs.get(UPPER_NAMES, {}).get(str(name).strip())
     return (f" {name!r} is the upper header row's name of the column {column!r}: use that "
             "name." if column else "")
+
+
+def sheet_read(frame):
+    """' Read the sheet ... of book.xlsx ...' for a workbook of several sheets, else ''."""
+    return f" {frame.attrs[SHEET]}" if frame.attrs.get(SHEET) else ""
 
 
 def _drop_rows(frame, header=True):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from dlref.data.columns import TRUE_WORDS, plain
-from dlref.data.tables import HEADERLESS, is_number, named_above
+from dlref.data.tables import HEADERLESS, is_number, named_above, sheet_read
 from dlref.errors import DlrefError, close_match
 from dlref.text import listing, plural
 
@@ -23,7 +23,8 @@ def check_present(frame, target, where):
     if target not in frame.columns:
         raise DlrefError(
             f"No target column {target!r} in {where}."
-            f"{named_above(frame, target) or close_match(target, frame.columns)} "
+            f"{named_above(frame, target) or close_match(target, frame.columns)}"
+            f"{sheet_read(frame)} "
             f"Columns{numbered}: {listing(frame.columns, 40)}."
         )
 
