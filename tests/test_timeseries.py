@@ -251,6 +251,9 @@ def test_a_date_column_and_a_time_column_are_read_together(day, clock, tmp_path)
     assert any("Dropped 2 rows without any value" in note for note in found.notes)
     # 09/03/2024 to 11/03/2024 read either way; day first gives hours, month first months.
     assert any("read day first" in note for note in found.notes) == day.startswith("%d")
+    numbers = "".join(f"{h:%d.%m.%Y},{h:%H}.{h:%M},{i}\n" for i, h in enumerate(hours))
+    found = _read(tmp_path, "Date,Time,v\n" + numbers, date_column="Date")  # 18.00: a number.
+    assert list(found.dates) == list(hours)
     daily = "".join(f"2024-01-{d:02d},0{d % 9}:30,{d}\n" for d in range(1, 20))
     found = _read(tmp_path, "d,taken at,v\n" + daily)  # Days that do not repeat: days.
     assert found.frequency == "D" and found.dates[0] == pd.Timestamp("2024-01-01")

@@ -165,9 +165,20 @@ def _with_times_of_day(dates, others, date_column, notes):
 
 
 def _times_of_day(column):
-    """A TimedeltaIndex of a column whose every cell is a time of day, else None."""
-    if column.isna().any() or not (column.dtype == object or
-                                   pd.api.types.is_string_dtype(column)):
+    """A TimedeltaIndex of a column whose every cell is a time of day, else None. Numbers
+    count as hours.minutes (18.30, which pandas reads as a number) in a column named for
+    times only (Time, Hour, Uhrzeit, Heure, Hora)."""
+    if column.isna().any():
+        return None
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        named = any(word in str(column.name).casefold()
+                    for word in ("time", "hour", "uhrzeit", "heure", "hora"))
+        hours = np.floor(column.astype("float64"))
+        minutes = np.round((column.astype("float64") - hours) * 100)
+        if not named or not (hours.between(0, 23).all() and minutes.between(0, 59).all()):
+            return None
+        return pd.TimedeltaIndex(pd.to_timedelta(hours * 3600 + minutes * 60, unit="s"))
+    if not (column.dtype == object or pd.api.types.is_string_dtype(column)):
         return None
     parts = column.astype(str).str.strip().str.extract(TIME_OF_DAY)
     if parts[[0, 1]].isna().any().any():
