@@ -514,6 +514,23 @@ def test_statistics_office_markers_and_ordinary_files_that_look_odd(tmp_path):
     assert list(frame.columns) == ["emotion", "pixels"] and not notes
 
 
+def test_a_footer_with_commas_is_left_out_and_a_bad_line_inside_is_refused(tmp_path):
+    path = tmp_path / "daily-minimum-temperatures.csv"  # As its public copy ends.
+    rows = "".join(f'"1981-01-{d:02d}",{d % 7 + 10.5}\n' for d in range(1, 29))
+    path.write_text('"Date","Temp"\n' + rows + "\nDaily minimum temperatures in Melbourne, "
+                    "Australia, 1981-1990\n")
+    frame, notes = tables.read_table(path)
+    assert len(frame) == 28 and frame["Temp"].dtype.kind == "f"
+    assert notes == ["Left out the last lines of daily-minimum-temperatures.csv that do not fit "
+                     "the table (from line 31): 'Daily minimum temperatures in Melbourne, "
+                     "Australia, 1981-...'."]
+    path.write_text('"Date","Temp"\n' + rows.replace("10.5\n", "10.5,oops\n", 1) + rows)
+    from dlref.errors import DlrefError
+
+    with pytest.raises(DlrefError, match="Could not parse .*Expected 2 fields in line"):
+        tables.read_table(path)  # A bad line in the middle: refused, not skipped.
+
+
 def test_features_keeps_an_identifier_when_asked(tmp_path):
     data = _load(_write(_messy(), tmp_path / "p.csv"), features=("PassengerId", "Age"))
     assert data.meta["features"] == ["PassengerId", "Age", "Age_missing"]

@@ -192,16 +192,26 @@ def _read_csv(path, handle=None):
         _check_header(path, sample, delimiter)
     options = {"sep": delimiter, "skipinitialspace": True, "na_values": MISSING_MARKERS,
                "low_memory": False, "header": None if values else "infer"}
-    try:
+
+    def parse(**more):
+        if handle is not None:
+            handle.seek(0)
         if not skip:
-            frame = pd.read_csv(path if handle is None else handle, encoding=encoding, **options)
-        else:  # From the header line on: pandas' skiprows would count a quoted line break.
-            with (contextlib.nullcontext(handle) if handle is not None
-                  else _binary(path)) as binary:
-                text = io.TextIOWrapper(binary, encoding=encoding, newline="")
-                for _ in range(skip):
-                    text.readline()
-                frame = pd.read_csv(text, **options)
+            return pd.read_csv(path if handle is None else handle, encoding=encoding, **options,
+                               **more)
+        # From the header line on: pandas' skiprows would count a quoted line break.
+        with contextlib.nullcontext(handle) if handle is not None else _binary(path) as binary:
+            text = io.TextIOWrapper(binary, encoding=encoding, newline="")
+            for _ in range(skip):
+                text.readline()
+            return pd.read_csv(text, **options, **more)
+
+    try:
+        try:
+            frame = parse()
+        except pd.errors.ParserError as error:
+            frame, more = _without_lines_at_the_end(path, handle, encoding, skip, error, parse)
+            notes += more
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
         raise DlrefError(f"Could not parse {path} as CSV: {str(error).strip()}") from None
     if values:
@@ -257,6 +267,27 @@ def _without_notes_below(frame, last=8):
 
 
 NOTE_HEADINGS = {"footnotes", "footnote", "notes", "note", "sources", "source"}
+
+
+def _without_lines_at_the_end(path, handle, encoding, skip, error, parse, last=10):
+    """(frame, notes) when the lines that do not fit the table (pandas' `error`: "Expected 2
+    fields in line 3652, saw 3") are all among the `last` lines of the file: a footer with
+    commas ("Daily minimum temperatures in Melbourne, Australia, 1981-1990"), read without
+    them. Otherwise the error is raised again."""
+    found = re.search(r"in line (\d+)", str(error))
+    if not found:
+        raise error
+    with contextlib.nullcontext(io.BytesIO(handle.getvalue())) if handle is not None \
+            else _binary(path) as binary:
+        lines = io.TextIOWrapper(binary, encoding=encoding, errors="replace").read().splitlines()
+    first_bad = int(found.group(1)) + skip  # pandas counts from the line it started on.
+    if len(lines) - first_bad >= last:
+        raise error
+    frame = parse(on_bad_lines="skip")
+    texts = [line.strip() for line in lines[first_bad - 1:] if line.strip()]
+    shown = [repr(text if len(text) <= 60 else text[:57] + "...") for text in texts]
+    return frame, [f"Left out the last lines of {path.name} that do not fit the table (from "
+                   f"line {first_bad}): {listing(shown, 2)}."]
 
 
 # A spreadsheet's summary rows below a table name themselves in the first text column.
