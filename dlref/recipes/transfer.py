@@ -124,8 +124,10 @@ def load_data(config, source):
         height, width, channels = model.input.shape[1:]
         data = images.load(source, config.seed, config.val_fraction, config.test_fraction,
                            size=(height, width), channels=channels)
+        colour = ("; it was trained on grayscale images, so these are read as grayscale"
+                  if channels == 1 else "")
         data.notes.append(f"Base: {shown_path(weights)} up to its classifier head, at its "
-                          f"input size {height}x{width}.")
+                          f"input size {height}x{width}{colour}.")
     else:
         size = config.image_size or BASES[config.base][1]
         data = images.load(source, config.seed, config.val_fraction, config.test_fraction,
