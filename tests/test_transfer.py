@@ -82,7 +82,7 @@ def test_weights_from_a_cnn_run_transfer_to_another_folder(tmp_path, runs_root):
     result = helpers.invoke("train", "transfer", "--data", target, "--weights", "pretrained",
                             "--epochs", 2, "--set", "feature_epochs=1", "--set", "dense_units=8")
     helpers.assert_ok(result)
-    assert "Resized 16 images" in result.output  # 24x24 to the cnn's 16x16 input.
+    assert "Resized 16 images" in result.output  # 24x24 to the cnn's 64x64 input.
     assert "input size 64x64." in result.output  # RGB: no word of grayscale.
     run_dir = helpers.only_run(runs_root, "transfer")
     config = helpers.read_json(run_dir / "run.json")["config"]
