@@ -167,13 +167,9 @@ def _parse(lines, where, notes):
         lines = "line" if len(untabbed) == 1 else "lines"
         raise DlrefError(f"{where}: no tab on {lines} {listing(untabbed, 5)}: each line needs "
                          "source<TAB>target (a tab between the text and its translation).")
-    seen, repeated = set(), 0  # A pair twice would be in training and in the test split.
-    kept = []
-    for pair in zip(sources, targets, strict=True):
-        repeated += pair in seen
-        if pair not in seen:
-            seen.add(pair)
-            kept.append(pair)
+    # A pair twice would be in training and in the test split: kept once, in file order.
+    kept = list(dict.fromkeys(zip(sources, targets, strict=True)))
+    repeated = len(sources) - len(kept)
     sources, targets = [s for s, _ in kept], [t for _, t in kept]
     notes = [f"Data: {where}, {plural(len(sources), 'pair')}"] + notes
     if repeated:

@@ -260,8 +260,7 @@ def _without_notes_below(frame, last=8):
             len(str(frame.iloc[row].dropna().iloc[0]).split()) >= 3
             for row in range(first, len(frame))):
         return frame, []
-    texts = [str(frame.iloc[row].dropna().iloc[0]) for row in range(first, len(frame))]
-    shown = listing([repr(text if len(text) <= 60 else text[:57] + "...") for text in texts], 2)
+    shown = _quoted([str(frame.iloc[row].dropna().iloc[0]) for row in range(first, len(frame))])
     return frame.iloc[:first], [
         f"Left out {plural(len(frame) - first, 'line')} of text below the table: {shown}."]
 
@@ -284,10 +283,16 @@ def _without_lines_at_the_end(path, handle, encoding, skip, error, parse, last=1
     if len(lines) - first_bad >= last:
         raise error
     frame = parse(on_bad_lines="skip")
-    texts = [line.strip() for line in lines[first_bad - 1:] if line.strip()]
-    shown = [repr(text if len(text) <= 60 else text[:57] + "...") for text in texts]
+    shown = _quoted([line.strip() for line in lines[first_bad - 1:] if line.strip()])
     return frame, [f"Left out the last lines of {path.name} that do not fit the table (from "
-                   f"line {first_bad}): {listing(shown, 2)}."]
+                   f"line {first_bad}): {shown}."]
+
+
+def _quoted(texts, width=60):
+    """"'Source: ...', 'Note ...' and 2 more": lines of text a note names, each cut to
+    `width` characters."""
+    return listing([repr(text if len(text) <= width else text[:width - 3] + "...")
+                    for text in texts], 2)
 
 
 # A spreadsheet's summary rows below a table name themselves in the first text column.
