@@ -330,11 +330,13 @@ def _two_header_rows(frame, path, rows=200):
     lower = {name: str(value).strip() for name, value in frame.iloc[0].items()
              if isinstance(value, str) and value.strip()}
     filled = frame.iloc[0].notna() & (frame.iloc[0].astype(str).str.strip() != "")
-    # Names have letters and are no dates: a first row of "2020-01-01, [x]" or "W001, <0.5"
-    # is data with a marker in it.
+    from dlref.data.columns import looks_like_dates
+
+    # Names have letters and are no dates: a first row of "2020-01-01, [x]", "Mar 1, 2020,
+    # n.d." or "W001, <0.5" is data with a marker in it.
     if not lower or len(lower) < filled.sum() or any(
             is_number(value) or value.casefold() in MISSING_WORDS
-            or not any(c.isalpha() for c in value) or _DATE_LIKE_NAME.match(value)
+            or not any(c.isalpha() for c in value) or looks_like_dates(pd.Series([value]))
             for value in lower.values()):
         return frame, []
     below = frame.iloc[1:rows + 1]
@@ -355,10 +357,6 @@ def _two_header_rows(frame, path, rows=200):
     shown = listing([repr(name) for name in names], 4)
     return frame, [f"{path.name} has two header rows: its columns are named from both "
                    f"({shown})."]
-
-
-# A cell that is a date or a time, not a name: 2020-01-01, 01/02/2020, 2020-01, 18:00.
-_DATE_LIKE_NAME = re.compile(r"^\d{1,4}[-/.]\d{1,2}([-/.]\d{1,4})?\b|^\d{1,2}:\d{2}")
 
 
 def _names_of_two_rows(upper, lower):
